@@ -1,0 +1,262 @@
+//! What the integration tests share: the AWS fixture process and a way to run the helper as
+//! docker does, in a scrubbed environment with its own HOME.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_docker-credential-slothbox");
+pub const NOT_FOUND: &str = "credentials not found in native keychain\n";
+/// The region the fixture's IMDS reports for the box.
+pub const BOX_REGION: &str = "eu-west-1";
+
+/// Fails the test with a message naming what is missing, never skips it.
+pub fn require_tool(tool: &str, install_hint: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed; these tests need it ({install_hint}, or run .ci/run)"
+    );
+}
+
+/// moto, the counting and fault-injecting proxy in front of it, and IMDS, all on loopback.
+pub struct AwsFixture {
+    /// moto itself, for the tests' own setup calls (not counted by the proxy).
+    pub moto: String,
+    /// What the helper is pointed at: the proxy in front of moto.
+    pub aws: String,
+    pub imds: String,
+    child: Child,
+}
+
+impl Drop for AwsFixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AwsFixture {
+    /// One fixture for every test that neither injects faults nor counts calls.
+    pub fn shared() -> &'static AwsFixture {
+        static SHARED: OnceLock<AwsFixture> = OnceLock::new();
+        SHARED.get_or_init(AwsFixture::start)
+    }
+
+    /// A fixture of the test's own, for faults and call counts.
+    pub fn start() -> AwsFixture {
+        require_tool("python3", "apt-get install python3");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws_fixture.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the AWS fixture (python3 tests/fixtures/aws_fixture.py)");
+        let stdout = child.stdout.take().expect("fixture stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the fixture's URLs");
+        let urls: BTreeMap<String, String> = serde_json::from_str(&line).unwrap_or_else(|_| {
+            panic!("the AWS fixture did not start (is moto installed? pip install -r tests/requirements.txt); it said {line:?}")
+        });
+        AwsFixture {
+            moto: urls["moto"].clone(),
+            aws: urls["aws"].clone(),
+            imds: urls["imds"].clone(),
+            child,
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    }
+
+    fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
+        let credentials =
+            aws_credential_types::Credentials::new("test", "test", None, None, "tests");
+        aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_string()))
+            .endpoint_url(&self.moto)
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .build()
+    }
+
+    pub fn ssm(&self, region: &str) -> (tokio::runtime::Runtime, aws_sdk_ssm::Client) {
+        (
+            Self::runtime(),
+            aws_sdk_ssm::Client::new(&self.sdk_config(region)),
+        )
+    }
+
+    /// Stores a SecureString straight in moto, as the Slothbox API does in the customer's account.
+    pub fn put_secret(&self, region: &str, name: &str, value: &str) {
+        let (rt, ssm) = self.ssm(region);
+        rt.block_on(
+            ssm.put_parameter()
+                .name(name)
+                .value(value)
+                .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+                .overwrite(true)
+                .send(),
+        )
+        .expect("put the test parameter into moto");
+    }
+
+    /// The calls the proxy forwarded, by X-Amz-Target (`AmazonSSM.GetParameter`, …), and IMDS hits.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        let body = http(&format!("{}/__fixture/calls", self.imds), None);
+        serde_json::from_str(&body).expect("fixture calls JSON")
+    }
+
+    pub fn fault(&self, target: &str, mode: &str, count: i64) {
+        let doc = serde_json::json!({"target": target, "mode": mode, "count": count});
+        http(
+            &format!("{}/__fixture/faults", self.imds),
+            Some(&doc.to_string()),
+        );
+    }
+
+    pub fn imds_mode(&self, mode: &str) {
+        let doc = serde_json::json!({ "mode": mode });
+        http(
+            &format!("{}/__fixture/imds", self.imds),
+            Some(&doc.to_string()),
+        );
+    }
+}
+
+/// A minimal HTTP/1.1 client for the fixture's control API; keeps test dependencies small.
+fn http(url: &str, post: Option<&str>) -> String {
+    use std::io::Read;
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut stream = std::net::TcpStream::connect(authority).expect("connect to fixture");
+    let body = post.unwrap_or("");
+    let method = if post.is_some() { "POST" } else { "GET" };
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send to fixture");
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .expect("read fixture answer");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "fixture said {head}");
+    body.to_string()
+}
+
+/// One helper installation: a HOME and credentials file of its own, pointed at a fixture.
+pub struct Helper {
+    pub home: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+}
+
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Helper {
+    pub fn new(aws: &AwsFixture) -> Helper {
+        let home = tempfile::tempdir().expect("temp HOME");
+        let mut env = BTreeMap::new();
+        let path = std::env::var("PATH").unwrap_or_default();
+        let dir = |name: &str| home.path().join(name).display().to_string();
+        env.insert("PATH".into(), path);
+        env.insert("HOME".into(), home.path().display().to_string());
+        env.insert("SLOTHBOX_CONFIG".into(), dir("credentials.json"));
+        env.insert("AWS_ENDPOINT_URL".into(), aws.aws.clone());
+        env.insert("AWS_EC2_METADATA_SERVICE_ENDPOINT".into(), aws.imds.clone());
+        env.insert("AWS_CONFIG_FILE".into(), dir("no-aws-config"));
+        env.insert(
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            dir("no-aws-credentials"),
+        );
+        Helper { home, env }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        PathBuf::from(&self.env["SLOTHBOX_CONFIG"])
+    }
+
+    pub fn write_config(&self, json: &str) {
+        std::fs::write(self.config_path(), json).expect("write credentials file");
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Helper {
+        self.env.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command.args(args).env_clear().envs(&self.env);
+        command
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &str) -> Run {
+        let started = Instant::now();
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the helper");
+        if let Some(mut input) = child.stdin.take() {
+            // Like docker: no trailing newline, then close.
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait for the helper");
+        Run {
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
+
+/// A name no other test uses, for parameters in the shared fixture.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
