@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use crate::backend::{AwsFetcher, CredentialFetcher};
+use crate::backend::{AwsBackend, CredentialBackend};
 use crate::config::{Config, CredentialSource, Environment};
 use crate::error::HelperError;
 use crate::host::{EcrRegistry, HostError, RegistryHost};
@@ -18,8 +18,9 @@ Usage: docker-credential-slothbox <get|store|erase|list|version>
   get       read a registry address on stdin, print its credential as JSON
   list      print every configured registry and its username
   version   print the version
-  store     (not yet supported) keep a credential from `docker login`
-  erase     (not yet supported) remove a credential on `docker logout`
+  store     read the JSON `docker login` sends on stdin:
+            the secret goes to SSM, the username to the credentials file
+  erase     read a registry address: delete its SSM parameter and its entry
 
 Examples:
   echo ghcr.io | docker-credential-slothbox get
@@ -45,9 +46,9 @@ pub fn run(
         }
     };
     let result = match action {
-        "get" => get(env, stdin, &mut stdout, |config| {
-            AwsFetcher::new(config.deadline)
-        }),
+        "get" => get(env, stdin, &mut stdout, aws),
+        "store" => crate::store::store(env, stdin, aws),
+        "erase" => crate::store::erase(env, stdin, aws),
         "list" => list(env, &mut stdout),
         "version" | "--version" | "-v" => {
             writeln!(stdout, "{}", protocol::version_line()).map_err(|e| io_failure(e.into()))
@@ -55,9 +56,6 @@ pub fn run(
         "--help" | "-h" | "help" => stdout
             .write_all(HELP.as_bytes())
             .map_err(|e| io_failure(e.into())),
-        "store" | "erase" => Err(HelperError::Failed(anyhow::anyhow!(
-            "slothbox: {action} is not supported yet; this helper only reads credentials. Create the SSM parameter and a credentials entry instead of running docker login/logout"
-        ))),
         other => Err(HelperError::Failed(anyhow::anyhow!(
             "slothbox: unknown action {:?}; {}",
             protocol::one_line(other),
@@ -79,17 +77,21 @@ pub fn run(
     }
 }
 
+fn aws(config: &Config) -> AwsBackend {
+    AwsBackend::new(config.deadline)
+}
+
 fn io_failure(err: anyhow::Error) -> HelperError {
     HelperError::Failed(err.context("slothbox: cannot write the answer"))
 }
 
 /// `get`: the configured credential for the host, an ECR token for an ECR host, else
 /// not-found. The fetcher is built only after we know the host is ours.
-pub fn get<F: CredentialFetcher>(
+pub fn get<B: CredentialBackend>(
     env: &Environment,
     stdin: impl Read,
     stdout: impl Write,
-    make_fetcher: impl FnOnce(&Config) -> F,
+    make_backend: impl FnOnce(&Config) -> B,
 ) -> Result<(), HelperError> {
     let server_url = protocol::read_server_url(stdin)?;
     let registry = match RegistryHost::parse(&server_url) {
@@ -114,7 +116,7 @@ pub fn get<F: CredentialFetcher>(
             }
         },
     };
-    let fetched = make_fetcher(&config).fetch(&registry, &source)?;
+    let fetched = make_backend(&config).fetch(&registry, &source)?;
     let credential = Credential {
         server_url,
         username: fetched.username,
@@ -141,7 +143,23 @@ mod tests {
         calls: &'a Cell<usize>,
     }
 
-    impl CredentialFetcher for FakeFetcher<'_> {
+    impl CredentialBackend for FakeFetcher<'_> {
+        fn put_secret(
+            &self,
+            _: &RegistryHost,
+            _: &crate::backend::SsmLocation,
+            _: &Secret<String>,
+            _: &crate::backend::PutOptions,
+        ) -> anyhow::Result<()> {
+            unreachable!("get never stores")
+        }
+        fn delete_secret(
+            &self,
+            _: &RegistryHost,
+            _: &crate::backend::SsmLocation,
+        ) -> anyhow::Result<()> {
+            unreachable!("get never erases")
+        }
         fn fetch(
             &self,
             _registry: &RegistryHost,

@@ -58,12 +58,28 @@ impl Environment {
             .cloned()
     }
 
+    /// The file `store` and `erase` edit: the one in effect, else where the user's goes.
+    pub fn edit_target(&self) -> anyhow::Result<PathBuf> {
+        self.locate_config()
+            .or_else(|| self.user_config.clone())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no place for a credentials file: HOME is not set; set SLOTHBOX_CONFIG"
+                )
+            })
+    }
+
     /// Loads the located file, or an empty configuration when there is none.
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let mut config = match self.locate_config() {
+        let config = match self.locate_config() {
             Some(path) => Config::load(&path)?,
             None => Config::default(),
         };
+        self.with_overrides(config)
+    }
+
+    /// Applies what the environment overrides in a loaded file.
+    pub fn with_overrides(&self, mut config: Config) -> anyhow::Result<Config> {
         if let Some(seconds) = &self.deadline_override {
             config.deadline = parse_deadline(seconds).with_context(|| {
                 format!("SLOTHBOX_DEADLINE_SECONDS={seconds:?} is not a number of seconds between 0.1 and 300")
@@ -88,6 +104,10 @@ pub struct Config {
     pub credentials: Vec<RegistryCredential>,
     /// How long one `get` may take in all, retries and credential lookups included.
     pub deadline: Duration,
+    /// Where `store` puts the secret of a registry the file does not name yet.
+    pub parameter_prefix: String,
+    /// The KMS key `store` encrypts new secrets with; SSM's default key when `None`.
+    pub kms_key_id: Option<String>,
 }
 
 impl Default for Config {
@@ -96,6 +116,8 @@ impl Default for Config {
             path: None,
             credentials: Vec::new(),
             deadline: DEFAULT_DEADLINE,
+            parameter_prefix: DEFAULT_PARAMETER_PREFIX.to_string(),
+            kms_key_id: None,
         }
     }
 }
@@ -155,10 +177,14 @@ impl SsmParameter {
         })
     }
 
-    /// Where a new registry's secret goes when the file names no parameter.
+    /// Where a credential's secret is when the file names no parameter.
     pub fn default_for(id: &str) -> SsmParameter {
+        SsmParameter::under(DEFAULT_PARAMETER_PREFIX, id)
+    }
+
+    pub fn under(prefix: &str, leaf: &str) -> SsmParameter {
         SsmParameter {
-            name: format!("{DEFAULT_PARAMETER_PREFIX}/{id}"),
+            name: format!("{prefix}/{leaf}"),
             arn_region: None,
         }
     }
@@ -176,6 +202,8 @@ struct ConfigFile {
     #[serde(default)]
     credentials: Vec<CredentialEntry>,
     deadline_seconds: Option<f64>,
+    parameter_prefix: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -235,10 +263,31 @@ impl Config {
             }
             credentials.push(credential);
         }
+        let parameter_prefix = match file.parameter_prefix {
+            None => DEFAULT_PARAMETER_PREFIX.to_string(),
+            Some(prefix) => {
+                let ok = prefix.len() > 1
+                    && prefix.starts_with('/')
+                    && !prefix.ends_with('/')
+                    && prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-/".contains(&b));
+                if !ok {
+                    bail!("{where_}: parameter_prefix {prefix:?} must look like /slothbox/registry-credentials");
+                }
+                prefix
+            }
+        };
+        if matches!(&file.kms_key_id, Some(k) if k.is_empty() || k.chars().any(char::is_whitespace))
+        {
+            bail!("{where_}: kms_key_id must be a key id, ARN or alias/NAME");
+        }
         Ok(Config {
             path: Some(path.to_path_buf()),
             credentials,
             deadline,
+            parameter_prefix,
+            kms_key_id: file.kms_key_id,
         })
     }
 
@@ -261,7 +310,7 @@ impl Config {
     }
 }
 
-fn read_config_text(path: &Path) -> anyhow::Result<String> {
+pub fn read_config_text(path: &Path) -> anyhow::Result<String> {
     use std::io::Read;
     let file = std::fs::File::open(path).with_context(|| {
         format!(

@@ -3,6 +3,7 @@
 //! The core (`protocol`, `host`, `secret`, `error`, `config`) is pure; `backend` is the only
 //! edge that talks to AWS, and `cli` wires the verbs to stdio.
 
+pub mod atomic_file;
 pub mod backend;
 pub mod cli;
 pub mod config;
@@ -10,3 +11,4 @@ pub mod error;
 pub mod host;
 pub mod protocol;
 pub mod secret;
+pub mod store;

@@ -8,61 +8,41 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
-use super::Fetched;
-use crate::config::CredentialSource;
 use crate::host::RegistryHost;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 
-pub(super) fn run_with_deadline(
+/// Runs one AWS operation on a fresh current-thread runtime (one request needs no
+/// parallelism, and such a runtime starts in microseconds), bounded by the deadline.
+pub(super) fn run_with_deadline<T, F, Fut>(
     deadline: Duration,
     registry: &RegistryHost,
-    source: &CredentialSource,
-) -> anyhow::Result<Fetched> {
-    // A current-thread runtime: one fetch needs no parallelism, and it starts in microseconds.
+    service: &str,
+    region: Option<String>,
+    operation: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(SdkConfig) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (service, region) = match source {
-        CredentialSource::Ssm {
-            parameter, region, ..
-        } => (
-            "SSM",
-            parameter.arn_region.clone().or_else(|| region.clone()),
-        ),
-        CredentialSource::Ecr(ecr) => ("ECR", Some(ecr.region.clone())),
-    };
-    runtime.block_on(async {
-        let work = async {
-            let sdk = load_sdk_config(region, deadline).await;
-            match source {
-                CredentialSource::Ssm {
-                    username,
-                    parameter,
-                    ..
-                } => {
-                    let secret = super::ssm::get_secret(&sdk, parameter).await?;
-                    Ok(Fetched {
-                        username: username.clone(),
-                        secret,
-                        expires_at: None,
-                    })
-                }
-                CredentialSource::Ecr(ecr) => super::ecr::authorization_token(&sdk, ecr).await,
+    runtime
+        .block_on(async {
+            let work = async { operation(load_sdk_config(region, deadline).await).await };
+            match tokio::time::timeout(deadline, work).await {
+                Ok(result) => result,
+                Err(_) => Err(anyhow!(
+                    "no answer from {service} within {:.1}s (deadline); check that this machine can reach {} and that IMDS answers, or raise deadline_seconds",
+                    deadline.as_secs_f64(),
+                    endpoint_hint(service),
+                )),
             }
-        };
-        match tokio::time::timeout(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(anyhow!(
-                "no answer from {service} within {:.1}s (deadline); check that this machine can reach {} and that IMDS answers, or raise deadline_seconds",
-                deadline.as_secs_f64(),
-                endpoint_hint(service),
-            )),
-        }
-    })
-    .with_context(|| format!("slothbox: {registry}"))
+        })
+        .with_context(|| format!("slothbox: {registry}"))
 }
 
 /// The endpoint a person should check when the network is the problem.

@@ -1,5 +1,5 @@
-//! Where secrets come from. This is the only code that builds AWS clients or starts an
-//! async runtime, and it does so only when a registry we serve actually needs a fetch.
+//! Where secrets come from and go to. This is the only code that builds AWS clients or
+//! starts an async runtime, and it does so only when a registry we serve needs it.
 
 mod aws;
 mod ecr;
@@ -7,7 +7,7 @@ mod ssm;
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::CredentialSource;
+use crate::config::{CredentialSource, SsmParameter};
 use crate::host::RegistryHost;
 use crate::secret::Secret;
 
@@ -19,24 +19,125 @@ pub struct Fetched {
     pub expires_at: Option<SystemTime>,
 }
 
-/// Fetches the credential for one registry; an error is a real failure, never "not found".
-pub trait CredentialFetcher {
-    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched>;
+/// Where one registry's secret is kept in SSM.
+#[derive(Clone, Debug)]
+pub struct SsmLocation {
+    pub parameter: SsmParameter,
+    /// The credential's region; the parameter's ARN region wins over it.
+    pub region: Option<String>,
 }
 
-/// The AWS-backed fetcher: SSM for stored secrets, ECR for instance-role tokens.
-pub struct AwsFetcher {
-    deadline: Duration,
-}
-
-impl AwsFetcher {
-    pub fn new(deadline: Duration) -> AwsFetcher {
-        AwsFetcher { deadline }
+impl SsmLocation {
+    fn effective_region(&self) -> Option<String> {
+        self.parameter
+            .arn_region
+            .clone()
+            .or_else(|| self.region.clone())
     }
 }
 
-impl CredentialFetcher for AwsFetcher {
-    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched> {
-        aws::run_with_deadline(self.deadline, registry, source)
+/// How a new secret is written.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    /// A customer-managed KMS key; SSM's default key when `None`.
+    pub kms_key_id: Option<String>,
+}
+
+/// The AWS operations the verbs need. An error is a real failure, never "not found".
+pub trait CredentialBackend {
+    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource)
+        -> anyhow::Result<Fetched>;
+    fn put_secret(
+        &self,
+        registry: &RegistryHost,
+        location: &SsmLocation,
+        secret: &Secret<String>,
+        options: &PutOptions,
+    ) -> anyhow::Result<()>;
+    /// Deletes the parameter; one that is already gone is not an error.
+    fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation)
+        -> anyhow::Result<()>;
+}
+
+/// The real backend: SSM for stored secrets, ECR for instance-role tokens.
+pub struct AwsBackend {
+    deadline: Duration,
+}
+
+impl AwsBackend {
+    pub fn new(deadline: Duration) -> AwsBackend {
+        AwsBackend { deadline }
+    }
+}
+
+impl CredentialBackend for AwsBackend {
+    fn fetch(
+        &self,
+        registry: &RegistryHost,
+        source: &CredentialSource,
+    ) -> anyhow::Result<Fetched> {
+        match source {
+            CredentialSource::Ssm {
+                username,
+                parameter,
+                region,
+            } => {
+                let location = SsmLocation {
+                    parameter: parameter.clone(),
+                    region: region.clone(),
+                };
+                let secret = aws::run_with_deadline(
+                    self.deadline,
+                    registry,
+                    "SSM",
+                    location.effective_region(),
+                    |sdk| async move { ssm::get_secret(&sdk, &location.parameter).await },
+                )?;
+                Ok(Fetched {
+                    username: username.clone(),
+                    secret,
+                    expires_at: None,
+                })
+            }
+            CredentialSource::Ecr(ecr) => aws::run_with_deadline(
+                self.deadline,
+                registry,
+                "ECR",
+                Some(ecr.region.clone()),
+                |sdk| async move { ecr::authorization_token(&sdk, ecr).await },
+            ),
+        }
+    }
+
+    fn put_secret(
+        &self,
+        registry: &RegistryHost,
+        location: &SsmLocation,
+        secret: &Secret<String>,
+        options: &PutOptions,
+    ) -> anyhow::Result<()> {
+        aws::run_with_deadline(
+            self.deadline,
+            registry,
+            "SSM",
+            location.effective_region(),
+            |sdk| async move {
+                ssm::put_secret(&sdk, registry, &location.parameter, secret, options).await
+            },
+        )
+    }
+
+    fn delete_secret(
+        &self,
+        registry: &RegistryHost,
+        location: &SsmLocation,
+    ) -> anyhow::Result<()> {
+        aws::run_with_deadline(
+            self.deadline,
+            registry,
+            "SSM",
+            location.effective_region(),
+            |sdk| async move { ssm::delete_secret(&sdk, &location.parameter).await },
+        )
     }
 }

@@ -214,25 +214,6 @@ fn a_typo_in_the_config_names_the_file_and_field() {
 }
 
 #[test]
-fn store_and_erase_refuse_for_now_and_change_nothing() {
-    let aws = AwsFixture::shared();
-    let helper = Helper::new(aws);
-    let config = token_config("ghcr.io", "/x", "");
-    helper.write_config(&config);
-    let run = helper.run(
-        &["store"],
-        r#"{"ServerURL":"ghcr.io","Username":"u","Secret":"never-kept"}"#,
-    );
-    assert_eq!(run.code, Some(1));
-    assert!(run.stdout.contains("not supported"), "{run:?}");
-    assert!(!run.stdout.contains("never-kept") && !run.stderr.contains("never-kept"));
-    assert_eq!(
-        std::fs::read_to_string(helper.config_path()).unwrap(),
-        config
-    );
-}
-
-#[test]
 fn an_unreachable_endpoint_fails_within_the_deadline() {
     let aws = AwsFixture::shared();
     let parameter = format!("/slothbox/registry-credentials/{}", unique("rc"));

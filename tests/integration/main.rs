@@ -2,4 +2,5 @@
 //! AWS SDK clients pointed at moto on loopback with credentials from an IMDS fixture.
 
 mod get;
+mod store;
 mod support;
