@@ -123,11 +123,17 @@ mod tests {
         let path = dir.path().join("config.json");
         replace(&path, b"{}", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"{}");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         replace(&path, b"{\"a\":1}", 0o600).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"{\"a\":1}");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
@@ -144,7 +150,10 @@ mod tests {
         fs::write(&real, "{}").unwrap();
         std::os::unix::fs::symlink(&real, &link).unwrap();
         replace(&link, b"[1]", 0o600).unwrap();
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&real).unwrap(), b"[1]");
     }
 

@@ -57,7 +57,13 @@ pub fn store<B: CredentialBackend>(
     };
     make_backend(&config).put_secret(&registry, &location, &request.secret, &options)?;
     let changed = if is_new {
-        add_entry(&mut doc, &config, &registry, &request.username, &location.parameter)
+        add_entry(
+            &mut doc,
+            &config,
+            &registry,
+            &request.username,
+            &location.parameter,
+        )
     } else {
         set_username(&mut doc, &config, &registry, &request.username)
     };
@@ -113,7 +119,10 @@ pub fn erase<B: CredentialBackend>(
 
 fn load_for_edit(path: &Path, env: &Environment) -> anyhow::Result<(Value, Config)> {
     if !path.exists() {
-        return Ok((json!({ "credentials": [] }), env.with_overrides(Config::default())?));
+        return Ok((
+            json!({ "credentials": [] }),
+            env.with_overrides(Config::default())?,
+        ));
     }
     let text = crate::config::read_config_text(path)?;
     // Validated first: a file we cannot read is never rewritten.
@@ -310,7 +319,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let env = env(dir.path());
         let recorder = Recorder::default();
-        let input = br#"{"ServerURL":"127.0.0.1:5000","Username":"\u003ctoken\u003e","Secret":"idtok"}"#;
+        let input =
+            br#"{"ServerURL":"127.0.0.1:5000","Username":"\u003ctoken\u003e","Secret":"idtok"}"#;
         store(&env, &input[..], |_| &recorder).unwrap();
         assert_eq!(
             *recorder.calls.borrow(),
@@ -371,7 +381,12 @@ mod tests {
         std::fs::write(dir.path().join("credentials.json"), EXISTING).unwrap();
         let recorder = Recorder::default();
         erase(&env, &b"quay.io"[..], |_| &recorder).unwrap();
-        erase(&env, &b"https://index.docker.io/v1/refresh-token"[..], |_| &recorder).unwrap();
+        erase(
+            &env,
+            &b"https://index.docker.io/v1/refresh-token"[..],
+            |_| &recorder,
+        )
+        .unwrap();
         assert!(recorder.calls.borrow().is_empty());
         erase(&env, &b"https://ghcr.io"[..], |_| &recorder).unwrap();
         assert_eq!(*recorder.calls.borrow(), ["delete ghcr.io /custom/ghcr"]);

@@ -45,8 +45,7 @@ pub struct PutOptions {
 
 /// The AWS operations the verbs need. An error is a real failure, never "not found".
 pub trait CredentialBackend {
-    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource)
-        -> anyhow::Result<Fetched>;
+    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched>;
     fn put_secret(
         &self,
         registry: &RegistryHost,
@@ -55,8 +54,7 @@ pub trait CredentialBackend {
         options: &PutOptions,
     ) -> anyhow::Result<()>;
     /// Deletes the parameter; one that is already gone is not an error.
-    fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation)
-        -> anyhow::Result<()>;
+    fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()>;
 }
 
 /// The real backend: SSM for stored secrets, ECR for instance-role tokens.
@@ -71,11 +69,7 @@ impl AwsBackend {
 }
 
 impl CredentialBackend for AwsBackend {
-    fn fetch(
-        &self,
-        registry: &RegistryHost,
-        source: &CredentialSource,
-    ) -> anyhow::Result<Fetched> {
+    fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched> {
         match source {
             CredentialSource::Ssm {
                 username,
@@ -127,11 +121,7 @@ impl CredentialBackend for AwsBackend {
         )
     }
 
-    fn delete_secret(
-        &self,
-        registry: &RegistryHost,
-        location: &SsmLocation,
-    ) -> anyhow::Result<()> {
+    fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()> {
         aws::run_with_deadline(
             self.deadline,
             registry,

@@ -87,7 +87,9 @@ pub(super) async fn put_secret(
             .name(&parameter.name)
             .value(secret.expose())
             .r#type(ParameterType::SecureString)
-            .description(format!("Registry secret for {registry}, kept by docker-credential-slothbox"))
+            .description(format!(
+                "Registry secret for {registry}, kept by docker-credential-slothbox"
+            ))
             .set_key_id(options.kms_key_id.clone());
         if overwrite {
             request = request.overwrite(true);
@@ -117,10 +119,7 @@ pub(super) async fn put_secret(
     })
 }
 
-pub(super) async fn delete_secret(
-    sdk: &SdkConfig,
-    parameter: &SsmParameter,
-) -> anyhow::Result<()> {
+pub(super) async fn delete_secret(sdk: &SdkConfig, parameter: &SsmParameter) -> anyhow::Result<()> {
     let (client, region) = client(sdk, parameter).await?;
     tracing::debug!(%parameter, %region, "DeleteParameter");
     match client.delete_parameter().name(&parameter.name).send().await {

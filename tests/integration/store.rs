@@ -49,16 +49,24 @@ fn store_get_rotate_erase_round_trip() {
     let run = helper.run(&["get"], server);
     assert_eq!(
         run.stdout,
-        format!("{{\"ServerURL\":\"{server}\",\"Username\":\"deploy\",\"Secret\":\"first-secret\"}}\n")
+        format!(
+            "{{\"ServerURL\":\"{server}\",\"Username\":\"deploy\",\"Secret\":\"first-secret\"}}\n"
+        )
     );
     let run = helper.run(&["list"], "unused");
     assert_eq!(run.stdout, format!("{{\"{server}\":\"deploy\"}}\n"));
 
     // Rotation: the next get returns the new secret.
-    let run = helper.run(&["store"], &store_request(server, "deploy", "second-secret"));
+    let run = helper.run(
+        &["store"],
+        &store_request(server, "deploy", "second-secret"),
+    );
     assert_eq!(run.code, Some(0), "{run:?}");
     let run = helper.run(&["get"], server);
-    assert!(run.stdout.contains("\"Secret\":\"second-secret\""), "{run:?}");
+    assert!(
+        run.stdout.contains("\"Secret\":\"second-secret\""),
+        "{run:?}"
+    );
 
     // The file records the registry, never the secret.
     assert!(files_containing(helper.home.path(), "first-secret").is_empty());
@@ -80,7 +88,8 @@ fn identity_tokens_round_trip_as_docker_expects() {
     let mut helper = Helper::new(aws);
     helper.set("AWS_REGION", BOX_REGION);
     // docker escapes <token> as \u003ctoken\u003e.
-    let input = r#"{"ServerURL":"idtoken.example","Username":"\u003ctoken\u003e","Secret":"refresh-abc"}"#;
+    let input =
+        r#"{"ServerURL":"idtoken.example","Username":"\u003ctoken\u003e","Secret":"refresh-abc"}"#;
     let run = helper.run(&["store"], input);
     assert_eq!(run.code, Some(0), "{run:?}");
     let run = helper.run(&["get"], "idtoken.example");
@@ -111,7 +120,10 @@ fn bad_store_input_gets_its_own_error_and_writes_nothing() {
     );
     for (input, want) in [
         (store_request("", "u", "s"), "no credentials server URL"),
-        (store_request("a.example", "", "s"), "no credentials username"),
+        (
+            store_request("a.example", "", "s"),
+            "no credentials username",
+        ),
         (store_request("a.example", "u", ""), "no credentials secret"),
         ("{\"ServerURL\":".to_string(), "not a JSON object"),
         (big, "larger than"),
@@ -136,9 +148,15 @@ fn an_unwritable_credentials_file_is_named_and_ssm_is_untouched() {
     std::fs::write(&blocker, "").unwrap();
     let config = blocker.join("credentials.json");
     helper.set("SLOTHBOX_CONFIG", &config.display().to_string());
-    let run = helper.run(&["store"], &store_request("unwritable.example", "u", "never-stored"));
+    let run = helper.run(
+        &["store"],
+        &store_request("unwritable.example", "u", "never-stored"),
+    );
     assert_eq!(run.code, Some(1), "{run:?}");
-    assert!(run.stdout.contains(&config.display().to_string()), "{run:?}");
+    assert!(
+        run.stdout.contains(&config.display().to_string()),
+        "{run:?}"
+    );
     assert_eq!(
         ssm_value(aws, "/slothbox/registry-credentials/unwritable.example"),
         None
@@ -162,13 +180,28 @@ fn killing_store_at_random_points_never_leaves_a_broken_file() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
+    // Kill points spread over a whole store, as long as an uninterrupted one takes here.
+    let mut timed = helper.run(
+        &["store"],
+        &store_request("timed.example", "u", "killed-secret"),
+    );
+    for _ in 0..2 {
+        let again = helper.run(
+            &["store"],
+            &store_request("timed.example", "u", "killed-secret"),
+        );
+        assert_eq!(again.code, Some(0), "{again:?}");
+        timed.elapsed = timed.elapsed.min(again.elapsed);
+    }
+    let window = timed.elapsed.as_micros() as u64 * 5 / 4;
+    eprintln!("an uninterrupted store took {:?}", timed.elapsed);
     let mut completed = 0;
     let kills = 60;
     for i in 0..kills {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = Duration::from_micros((seed >> 33) % 60_000);
+        let delay = Duration::from_micros((seed >> 33) % window);
         let mut child = helper
             .command(&["store"])
             .stdin(Stdio::piped())
@@ -190,8 +223,9 @@ fn killing_store_at_random_points_never_leaves_a_broken_file() {
             completed += 1;
         }
         let text = std::fs::read_to_string(helper.config_path()).unwrap();
-        let doc: serde_json::Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("kill {i} after {delay:?} left invalid JSON ({e}): {text:?}"));
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("kill {i} after {delay:?} left invalid JSON ({e}): {text:?}")
+        });
         let list = doc["credentials"].as_array().unwrap();
         assert_eq!(list[0]["id"], "rc_keep", "kill {i}: {text}");
         let run = helper.run(&["list"], "unused");
@@ -199,6 +233,10 @@ fn killing_store_at_random_points_never_leaves_a_broken_file() {
     }
     // Some kills must land before the end and some after, or the test proved nothing.
     assert!(completed < kills, "no store was ever interrupted");
+    assert!(
+        completed > 0,
+        "every store was killed early; the window missed the write"
+    );
     eprintln!("{completed} of {kills} stores finished before their kill");
     assert!(files_containing(helper.home.path(), "killed-secret").is_empty());
 }

@@ -260,3 +260,168 @@ pub fn unique(prefix: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A private registry (Debian's docker-registry, TLS, htpasswd) holding one small image.
+pub struct RegistryFixture {
+    /// `127.0.0.1:PORT`, the name clients use for it.
+    pub registry: String,
+    pub image: String,
+    pub username: String,
+    pub password: String,
+    pub cert_dir: String,
+    child: Child,
+}
+
+impl Drop for RegistryFixture {
+    fn drop(&mut self) {
+        // Closing its stdin makes it stop the registry and remove its files.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl RegistryFixture {
+    pub fn shared() -> &'static RegistryFixture {
+        static SHARED: OnceLock<RegistryFixture> = OnceLock::new();
+        SHARED.get_or_init(RegistryFixture::start)
+    }
+
+    fn start() -> RegistryFixture {
+        require_tool("docker-registry", "apt-get install docker-registry");
+        require_tool("skopeo", "apt-get install skopeo");
+        require_tool("htpasswd", "apt-get install apache2-utils");
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry_fixture.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the registry fixture");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("fixture stdout"))
+            .read_line(&mut line)
+            .expect("read the registry fixture's answer");
+        let doc: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("the registry fixture did not start: {line:?}"));
+        if let Some(error) = doc.get("error") {
+            panic!("the registry fixture failed: {error}");
+        }
+        let field = |name: &str| doc[name].as_str().expect(name).to_string();
+        RegistryFixture {
+            registry: field("registry"),
+            image: field("image"),
+            username: field("username"),
+            password: field("password"),
+            cert_dir: field("cert_dir"),
+            child,
+        }
+    }
+}
+
+/// A client's world: the helper's environment plus a DOCKER_CONFIG mapping registries to
+/// `slothbox`, the helper first on PATH, and runtime/config dirs of its own so no auth file
+/// of the machine's is read.
+pub struct ClientEnv {
+    pub helper: Helper,
+    pub docker_config: PathBuf,
+    /// Each action and server URL the clients asked of the helper (never a store payload).
+    pub call_log: PathBuf,
+}
+
+impl ClientEnv {
+    pub fn new(aws: &AwsFixture, cred_helpers: &[&str]) -> ClientEnv {
+        let mut helper = Helper::new(aws);
+        let root = helper.home.path().to_path_buf();
+        let docker_config = root.join(".docker");
+        let shim_dir = root.join("bin");
+        let call_log = root.join("helper-calls.log");
+        for dir in [
+            &docker_config,
+            &shim_dir,
+            &root.join("run"),
+            &root.join(".config"),
+        ] {
+            std::fs::create_dir_all(dir).expect("create client dirs");
+        }
+        let helpers: serde_json::Map<String, serde_json::Value> = cred_helpers
+            .iter()
+            .map(|host| (host.to_string(), serde_json::Value::from("slothbox")))
+            .collect();
+        std::fs::write(
+            docker_config.join("config.json"),
+            serde_json::to_string_pretty(&serde_json::json!({ "credHelpers": helpers })).unwrap(),
+        )
+        .expect("write docker config");
+        // A shim that logs what was asked, then runs the real helper with the same stdin.
+        let shim = shim_dir.join("docker-credential-slothbox");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\ninput=$(cat)\ncase \"$1\" in\n  get|erase) printf '%s %s\\n' \"$1\" \"$input\" >> '{log}' ;;\n  *) printf '%s\\n' \"$1\" >> '{log}' ;;\nesac\nprintf '%s' \"$input\" | exec '{real}' \"$@\"\n",
+                log = call_log.display(),
+                real = BINARY
+            ),
+        )
+        .expect("write shim");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", shim_dir.display(), helper.env["PATH"]);
+        helper.set("PATH", &path);
+        helper.set("DOCKER_CONFIG", &docker_config.display().to_string());
+        helper.set("XDG_RUNTIME_DIR", &root.join("run").display().to_string());
+        helper.set(
+            "XDG_CONFIG_HOME",
+            &root.join(".config").display().to_string(),
+        );
+        // No daemon runs here; make sure docker never finds one on the machine either.
+        helper.set(
+            "DOCKER_HOST",
+            &format!("unix://{}/no-daemon.sock", root.display()),
+        );
+        helper.set("AWS_REGION", BOX_REGION);
+        ClientEnv {
+            helper,
+            docker_config,
+            call_log,
+        }
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.call_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Runs a client program (skopeo, docker) in this world.
+    pub fn client(&self, program: &str, args: &[&str], stdin: &str) -> Run {
+        require_tool(program, "scripts/setup-test-deps.sh installs it");
+        let started = Instant::now();
+        let mut child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(&self.helper.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = child.wait_with_output().expect("wait for the client");
+        Run {
+            code: status.code(),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            elapsed: started.elapsed(),
+        }
+    }
+}
