@@ -3,7 +3,8 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use crate::backend::{AwsBackend, CredentialBackend};
+use crate::backend::{AwsBackend, CredentialBackend, Deadline};
+use crate::cache::{Cache, CachingBackend};
 use crate::config::{Config, CredentialSource, Environment};
 use crate::error::HelperError;
 use crate::host::{EcrRegistry, HostError, RegistryHost};
@@ -18,6 +19,7 @@ Usage: docker-credential-slothbox <get|store|erase|list|version>
   get       read a registry address on stdin, print its credential as JSON
   list      print every configured registry and its username
   version   print the version
+  cache clear  forget every cached answer (SLOTHBOX_CACHE=off skips the cache for one run)
   store     read the JSON `docker login` sends on stdin:
             the secret goes to SSM, the username to the credentials file
   erase     read a registry address: delete its SSM parameter and its entry
@@ -40,15 +42,19 @@ pub fn run(
 ) -> ExitCode {
     let action = match args {
         [action] => action.as_str(),
+        [cache, clear] if cache == "cache" && clear == "clear" => "cache clear",
         _ => {
             let _ = protocol::write_error(&mut stdout, protocol::USAGE);
             return ExitCode::FAILURE;
         }
     };
     let result = match action {
-        "get" => get(env, stdin, &mut stdout, aws),
-        "store" => crate::store::store(env, stdin, aws),
-        "erase" => crate::store::erase(env, stdin, aws),
+        "get" => get(env, stdin, &mut stdout, &mut stderr, |config| {
+            aws(config, env)
+        }),
+        "cache clear" => clear_cache(env, &mut stdout),
+        "store" => crate::store::store(env, stdin, |config| aws(config, env)),
+        "erase" => crate::store::erase(env, stdin, |config| aws(config, env)),
         "list" => list(env, &mut stdout),
         "version" | "--version" | "-v" => {
             writeln!(stdout, "{}", protocol::version_line()).map_err(|e| io_failure(e.into()))
@@ -57,7 +63,7 @@ pub fn run(
             .write_all(HELP.as_bytes())
             .map_err(|e| io_failure(e.into())),
         other => Err(HelperError::Failed(anyhow::anyhow!(
-            "slothbox: unknown action {:?}; {}",
+            "unknown action {:?}; {}",
             protocol::one_line(other),
             protocol::USAGE
         ))),
@@ -65,7 +71,11 @@ pub fn run(
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let line = err.to_string();
+            // Clients match the protocol's own texts exactly; everything else says who spoke.
+            let line = match &err {
+                HelperError::Failed(_) => format!("slothbox: {err}"),
+                _ => err.to_string(),
+            };
             let _ = protocol::write_error(&mut stdout, &line);
             // docker ignores a helper's stdout during a pull and shows only our stderr, so the
             // person gets the same line there; "not found" is routine and stays quiet.
@@ -77,12 +87,38 @@ pub fn run(
     }
 }
 
-fn aws(config: &Config) -> AwsBackend {
-    AwsBackend::new(config.deadline)
+/// The AWS backend behind the cache. Cheap: nothing talks to AWS until a fetch misses.
+fn aws(config: &Config, env: &Environment) -> CachingBackend<AwsBackend> {
+    let deadline = Deadline::from_now(config.deadline);
+    CachingBackend::new(
+        AwsBackend::new(deadline),
+        Cache::open(&config.cache, env),
+        env.aws_identity.clone(),
+        config.cache.ssm_ttl,
+        deadline.at,
+    )
+}
+
+/// `cache clear`: drop every cached answer of this user.
+fn clear_cache(env: &Environment, mut stdout: impl Write) -> Result<(), HelperError> {
+    let mut config = env.load_config()?;
+    if config.cache.store == crate::config::CacheStoreChoice::Off {
+        config.cache.store = crate::config::CacheStoreChoice::Auto;
+    }
+    let line = match Cache::open(&config.cache, env) {
+        None => "no cache store in use; nothing to clear".to_string(),
+        Some(cache) => {
+            let removed = cache
+                .clear()
+                .map_err(|e| anyhow::anyhow!("cannot clear the cache: {e}"))?;
+            format!("removed {removed} cached entries from {}", cache.describe())
+        }
+    };
+    writeln!(stdout, "{line}").map_err(|e| io_failure(e.into()))
 }
 
 fn io_failure(err: anyhow::Error) -> HelperError {
-    HelperError::Failed(err.context("slothbox: cannot write the answer"))
+    HelperError::Failed(err.context("cannot write the answer"))
 }
 
 /// `get`: the configured credential for the host, an ECR token for an ECR host, else
@@ -91,6 +127,7 @@ pub fn get<B: CredentialBackend>(
     env: &Environment,
     stdin: impl Read,
     stdout: impl Write,
+    mut stderr: impl Write,
     make_backend: impl FnOnce(&Config) -> B,
 ) -> Result<(), HelperError> {
     let server_url = protocol::read_server_url(stdin)?;
@@ -98,7 +135,7 @@ pub fn get<B: CredentialBackend>(
         Ok(registry) => registry,
         Err(HostError::UserInfo) => {
             return Err(HelperError::Failed(anyhow::anyhow!(
-                "slothbox: the server URL {}",
+                "the server URL {}",
                 HostError::UserInfo
             )))
         }
@@ -117,6 +154,9 @@ pub fn get<B: CredentialBackend>(
         },
     };
     let fetched = make_backend(&config).fetch(&registry, &source)?;
+    if let Some(warning) = &fetched.warning {
+        let _ = writeln!(stderr, "{}", protocol::one_line(warning));
+    }
     let credential = Credential {
         server_url,
         username: fetched.username,
@@ -171,6 +211,7 @@ mod tests {
                     username: username.clone(),
                     secret: Secret::new("s3cret".into()),
                     expires_at: None,
+                    warning: None,
                 }),
                 CredentialSource::Ecr(_) => Err(anyhow::anyhow!("AccessDeniedException")),
             }
@@ -194,8 +235,8 @@ mod tests {
     fn run_get(env: &Environment, input: &str) -> (Result<(), HelperError>, String, usize) {
         let calls = Cell::new(0);
         let mut out = Vec::new();
-        let result = get(env, input.as_bytes(), &mut out, |_| FakeFetcher {
-            calls: &calls,
+        let result = get(env, input.as_bytes(), &mut out, std::io::sink(), |_| {
+            FakeFetcher { calls: &calls }
         });
         (result, String::from_utf8(out).unwrap(), calls.get())
     }

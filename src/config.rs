@@ -30,7 +30,35 @@ pub struct Environment {
     pub system_config: PathBuf,
     /// `$SLOTHBOX_DEADLINE_SECONDS`: overrides the file's `deadline_seconds`.
     pub deadline_override: Option<String>,
+    /// `$SLOTHBOX_CACHE`: `off`, `auto`, `keyring` or `runtime-dir`, for this run only.
+    pub cache_override: Option<String>,
+    /// `$XDG_RUNTIME_DIR`: a per-user, memory-backed directory on most Linux desktops and
+    /// servers with logind.
+    pub runtime_dir: Option<PathBuf>,
+    /// Everything in the environment that decides which AWS identity and endpoints answer
+    /// us, so a cached answer is never served to a different identity. No secret is in it.
+    pub aws_identity: String,
 }
+
+/// The variables that pick the AWS principal, region or endpoint. Secret keys are
+/// deliberately absent: the access key id already names the principal.
+const AWS_IDENTITY_VARIABLES: &[&str] = &[
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SSM",
+    "AWS_ENDPOINT_URL_ECR",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_EC2_METADATA_DISABLED",
+];
 
 impl Environment {
     pub fn from_process() -> Environment {
@@ -42,6 +70,15 @@ impl Environment {
             system_config: PathBuf::from(SYSTEM_CONFIG),
             deadline_override: non_empty("SLOTHBOX_DEADLINE_SECONDS")
                 .map(|v| v.to_string_lossy().into_owned()),
+            cache_override: non_empty("SLOTHBOX_CACHE").map(|v| v.to_string_lossy().into_owned()),
+            runtime_dir: non_empty("XDG_RUNTIME_DIR").map(PathBuf::from),
+            aws_identity: AWS_IDENTITY_VARIABLES
+                .iter()
+                .filter_map(|name| {
+                    non_empty(name).map(|v| format!("{name}={}", v.to_string_lossy()))
+                })
+                .collect::<Vec<_>>()
+                .join(";"),
         }
     }
 
@@ -85,6 +122,11 @@ impl Environment {
                 format!("SLOTHBOX_DEADLINE_SECONDS={seconds:?} is not a number of seconds between 0.1 and 300")
             })?;
         }
+        if let Some(mode) = &self.cache_override {
+            config.cache.store = CacheStoreChoice::parse(mode).ok_or_else(|| {
+                anyhow::anyhow!("SLOTHBOX_CACHE={mode:?} must be off, auto, keyring or runtime-dir")
+            })?;
+        }
         Ok(config)
     }
 }
@@ -108,6 +150,49 @@ pub struct Config {
     pub parameter_prefix: String,
     /// The KMS key `store` encrypts new secrets with; SSM's default key when `None`.
     pub kms_key_id: Option<String>,
+    pub cache: CacheSettings,
+}
+
+/// Where answers are cached, and for how long SSM secrets stay there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub store: CacheStoreChoice,
+    /// How long an SSM secret is served from the cache; zero turns SSM caching off. Short,
+    /// so a rotated secret takes effect on a pull soon after even without `store`.
+    pub ssm_ttl: Duration,
+    /// An explicit directory the user chose, persistent or not. Never picked by default.
+    pub directory: Option<PathBuf>,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            store: CacheStoreChoice::Auto,
+            ssm_ttl: Duration::from_secs(60),
+            directory: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStoreChoice {
+    /// The kernel keyring, else the runtime directory, else nothing.
+    Auto,
+    Keyring,
+    RuntimeDir,
+    Off,
+}
+
+impl CacheStoreChoice {
+    pub fn parse(text: &str) -> Option<CacheStoreChoice> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "auto" | "on" => Some(CacheStoreChoice::Auto),
+            "keyring" => Some(CacheStoreChoice::Keyring),
+            "runtime-dir" => Some(CacheStoreChoice::RuntimeDir),
+            "off" | "0" | "false" | "none" => Some(CacheStoreChoice::Off),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -118,6 +203,7 @@ impl Default for Config {
             deadline: DEFAULT_DEADLINE,
             parameter_prefix: DEFAULT_PARAMETER_PREFIX.to_string(),
             kms_key_id: None,
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -204,6 +290,15 @@ struct ConfigFile {
     deadline_seconds: Option<f64>,
     parameter_prefix: Option<String>,
     kms_key_id: Option<String>,
+    cache: Option<CacheFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CacheFile {
+    store: Option<String>,
+    ssm_seconds: Option<u64>,
+    directory: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -282,12 +377,39 @@ impl Config {
         {
             bail!("{where_}: kms_key_id must be a key id, ARN or alias/NAME");
         }
+        let cache = match file.cache {
+            None => CacheSettings::default(),
+            Some(cache) => CacheSettings {
+                store: match &cache.store {
+                    None => CacheStoreChoice::Auto,
+                    Some(text) => CacheStoreChoice::parse(text).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{where_}: cache.store {text:?} must be auto, keyring, runtime-dir or off"
+                        )
+                    })?,
+                },
+                ssm_ttl: match cache.ssm_seconds {
+                    Some(s) if s > 3600 => {
+                        bail!("{where_}: cache.ssm_seconds must be at most 3600, so rotation takes effect")
+                    }
+                    Some(s) => Duration::from_secs(s),
+                    None => CacheSettings::default().ssm_ttl,
+                },
+                directory: match cache.directory {
+                    Some(dir) if !dir.is_absolute() => {
+                        bail!("{where_}: cache.directory must be an absolute path")
+                    }
+                    other => other,
+                },
+            },
+        };
         Ok(Config {
             path: Some(path.to_path_buf()),
             credentials,
             deadline,
             parameter_prefix,
             kms_key_id: file.kms_key_id,
+            cache,
         })
     }
 
@@ -550,7 +672,7 @@ mod tests {
             config_override: None,
             user_config: Some(user.clone()),
             system_config: system.clone(),
-            deadline_override: None,
+            ..Environment::default()
         };
         assert_eq!(env.locate_config(), None);
         std::fs::write(&system, "{}").unwrap();

@@ -5,6 +5,7 @@
 
 pub mod atomic_file;
 pub mod backend;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

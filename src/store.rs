@@ -23,7 +23,7 @@ pub fn store<B: CredentialBackend>(
 ) -> Result<(), HelperError> {
     let request = protocol::read_store_request(stdin)?;
     let registry = RegistryHost::parse(&request.server_url)
-        .map_err(|e| anyhow!("slothbox: cannot store: the server URL {e}"))?;
+        .map_err(|e| anyhow!("cannot store: the server URL {e}"))?;
     let path = env.edit_target()?;
     // Locked before any AWS call, so an unwritable file fails before SSM changes.
     let _lock = atomic_file::lock_for_edit(&path)?;
@@ -70,7 +70,7 @@ pub fn store<B: CredentialBackend>(
     if changed {
         write_doc(&path, &doc).with_context(|| {
             format!(
-                "slothbox: the secret for {registry} is in SSM parameter {}, but the credentials file was not updated",
+                "the secret for {registry} is in SSM parameter {}, but the credentials file was not updated",
                 location.parameter
             )
         })?;
@@ -111,7 +111,7 @@ pub fn erase<B: CredentialBackend>(
     make_backend(&config).delete_secret(&registry, &location)?;
     if remove_entry(&mut doc, &config, &registry) {
         write_doc(&path, &doc).with_context(|| {
-            format!("slothbox: SSM parameter {parameter} for {registry} was deleted, but its entry is still in the credentials file")
+            format!("SSM parameter {parameter} for {registry} was deleted, but its entry is still in the credentials file")
         })?;
     }
     Ok(())

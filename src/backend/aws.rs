@@ -16,7 +16,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
 /// Runs one AWS operation on a fresh current-thread runtime (one request needs no
 /// parallelism, and such a runtime starts in microseconds), bounded by the deadline.
 pub(super) fn run_with_deadline<T, F, Fut>(
-    deadline: Duration,
+    deadline: super::Deadline,
     registry: &RegistryHost,
     service: &str,
     region: Option<String>,
@@ -32,17 +32,18 @@ where
         .context("cannot start the async runtime")?;
     runtime
         .block_on(async {
-            let work = async { operation(load_sdk_config(region, deadline).await).await };
-            match tokio::time::timeout(deadline, work).await {
+            let left = deadline.at.saturating_duration_since(std::time::Instant::now());
+            let work = async { operation(load_sdk_config(region, left).await).await };
+            match tokio::time::timeout(left, work).await {
                 Ok(result) => result,
                 Err(_) => Err(anyhow!(
                     "no answer from {service} within {:.1}s (deadline); check that this machine can reach {} and that IMDS answers, or raise deadline_seconds",
-                    deadline.as_secs_f64(),
+                    deadline.total.as_secs_f64(),
                     endpoint_hint(service),
                 )),
             }
         })
-        .with_context(|| format!("slothbox: {registry}"))
+        .with_context(|| registry.to_string())
 }
 
 /// The endpoint a person should check when the network is the problem.
@@ -53,11 +54,12 @@ pub(super) fn endpoint_hint(service: &str) -> String {
         .unwrap_or_else(|_| format!("the {service} endpoint of the region"))
 }
 
-async fn load_sdk_config(region: Option<String>, deadline: Duration) -> SdkConfig {
+async fn load_sdk_config(region: Option<String>, left: Duration) -> SdkConfig {
+    let left = left.max(Duration::from_millis(1));
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT.min(deadline))
-        .operation_timeout(deadline)
+        .connect_timeout(CONNECT_TIMEOUT.min(left))
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT.min(left))
+        .operation_timeout(left)
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = region {

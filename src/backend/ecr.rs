@@ -63,6 +63,7 @@ pub(super) async fn authorization_token(
         username,
         secret: password,
         expires_at,
+        warning: None,
     })
 }
 

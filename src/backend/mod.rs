@@ -5,7 +5,7 @@ mod aws;
 mod ecr;
 mod ssm;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{CredentialSource, SsmParameter};
 use crate::host::RegistryHost;
@@ -17,6 +17,8 @@ pub struct Fetched {
     pub username: String,
     pub secret: Secret<String>,
     pub expires_at: Option<SystemTime>,
+    /// Something the person should know although the answer is good (a stale token).
+    pub warning: Option<String>,
 }
 
 /// Where one registry's secret is kept in SSM.
@@ -57,13 +59,30 @@ pub trait CredentialBackend {
     fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()>;
 }
 
-/// The real backend: SSM for stored secrets, ECR for instance-role tokens.
+/// The real backend: SSM for stored secrets, ECR for instance-role tokens. Building one
+/// costs nothing: clients and the runtime start only when an operation runs.
 pub struct AwsBackend {
-    deadline: Duration,
+    deadline: Deadline,
+}
+
+/// The one overall deadline of this process's work, and how long it was, for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub at: Instant,
+    pub total: Duration,
+}
+
+impl Deadline {
+    pub fn from_now(total: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + total,
+            total,
+        }
+    }
 }
 
 impl AwsBackend {
-    pub fn new(deadline: Duration) -> AwsBackend {
+    pub fn new(deadline: Deadline) -> AwsBackend {
         AwsBackend { deadline }
     }
 }
@@ -91,6 +110,7 @@ impl CredentialBackend for AwsBackend {
                     username: username.clone(),
                     secret,
                     expires_at: None,
+                    warning: None,
                 })
             }
             CredentialSource::Ecr(ecr) => aws::run_with_deadline(

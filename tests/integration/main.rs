@@ -1,6 +1,7 @@
 //! Integration tests: the built binary run as a process, as docker runs it, against real
 //! AWS SDK clients pointed at moto on loopback with credentials from an IMDS fixture.
 
+mod cache;
 mod clients;
 mod get;
 mod store;

@@ -50,10 +50,16 @@ impl AwsFixture {
 
     /// A fixture of the test's own, for faults and call counts.
     pub fn start() -> AwsFixture {
+        AwsFixture::start_with(&[])
+    }
+
+    /// With settings for the fixture, such as `FIXTURE_ECR_TTL`.
+    pub fn start_with(env: &[(&str, &str)]) -> AwsFixture {
         require_tool("python3", "apt-get install python3");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aws_fixture.py");
         let mut child = Command::new("python3")
             .arg(&script)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
