@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -12,6 +13,9 @@ use crate::host::RegistryHost;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(4);
+const MAX_ATTEMPTS: u32 = 10;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Runs one AWS operation on a fresh current-thread runtime (one request needs no
 /// parallelism, and such a runtime starts in microseconds), bounded by the deadline.
@@ -61,7 +65,16 @@ async fn load_sdk_config(region: Option<String>, left: Duration) -> SdkConfig {
         .operation_attempt_timeout(ATTEMPT_TIMEOUT.min(left))
         .operation_timeout(left)
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(timeouts);
+    // A fleet booting together gets throttled: keep retrying with jittered exponential
+    // backoff, capped, for as long as the deadline allows, rather than giving up after the
+    // SDK's default three attempts. Non-retryable errors still fail at once.
+    let retries = RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(INITIAL_BACKOFF)
+        .with_max_backoff(MAX_BACKOFF);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .retry_config(retries);
     if let Some(region) = region {
         loader = loader.region(Region::new(region));
     }
