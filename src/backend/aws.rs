@@ -1,6 +1,8 @@
 //! Shared AWS plumbing: one runtime per fetch, region and credentials resolved once, every
 //! call bounded by timeouts and by the overall deadline.
 
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -27,9 +29,10 @@ pub(super) fn run_with_deadline<T, F, Fut>(
     operation: F,
 ) -> anyhow::Result<T>
 where
-    F: FnOnce(SdkConfig) -> Fut,
+    F: FnOnce(SdkConfig, Attempts) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
+    let attempts = Attempts::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,14 +40,31 @@ where
     runtime
         .block_on(async {
             let left = deadline.at.saturating_duration_since(std::time::Instant::now());
-            let work = async { operation(load_sdk_config(region, left).await).await };
+            let work = async {
+                operation(load_sdk_config(region, left).await, attempts.clone()).await
+            };
             match tokio::time::timeout(left, work).await {
                 Ok(result) => result,
-                Err(_) => Err(anyhow!(
-                    "no answer from {service} within {:.1}s (deadline); check that this machine can reach {} and that IMDS answers, or raise deadline_seconds",
-                    deadline.total.as_secs_f64(),
-                    endpoint_hint(service),
-                )),
+                Err(_) => Err(match attempts.summary() {
+                    Some((last, code)) => anyhow!(
+                        "{service} did not succeed within {:.1}s (deadline) {last}; {}",
+                        deadline.total.as_secs_f64(),
+                        match code {
+                            Some(code) => common_hint(service, Some(&code)).unwrap_or_else(|| {
+                                "retry later, or raise deadline_seconds".to_string()
+                            }),
+                            None => format!(
+                                "check that this machine can reach {}",
+                                endpoint_hint(service)
+                            ),
+                        },
+                    ),
+                    None => anyhow!(
+                        "no answer from {service} within {:.1}s (deadline); check that this machine can reach {} and that IMDS answers, or raise deadline_seconds",
+                        deadline.total.as_secs_f64(),
+                        endpoint_hint(service),
+                    ),
+                }),
             }
         })
         .with_context(|| registry.to_string())
@@ -90,10 +110,15 @@ pub(super) async fn resolved_credentials(
         anyhow!("no AWS credentials provider is configured; run on a box with an instance profile or set AWS_PROFILE")
     })?;
     let credentials = provider.provide_credentials().await.map_err(|e| {
-        anyhow!(
-            "no AWS credentials ({}); on a box, check that an instance profile is attached and IMDS answers (hop limit 2 inside containers); elsewhere set AWS_PROFILE or AWS_ACCESS_KEY_ID",
-            error_chain(&e)
-        )
+        let cause = error_chain(&e);
+        // aws-config speaks IMDSv2 only; an instance that refuses the token request allows
+        // only IMDSv1, which needs a different fix than a missing role.
+        let fix = if cause.contains("IMDS session token") {
+            "this instance seems to refuse IMDSv2 tokens: enable them with `aws ec2 modify-instance-metadata-options --http-tokens required --http-put-response-hop-limit 2`"
+        } else {
+            "on a box, check that an instance profile is attached and IMDS answers (hop limit 2 inside containers); elsewhere set AWS_PROFILE or AWS_ACCESS_KEY_ID"
+        };
+        anyhow!("no AWS credentials ({cause}); {fix}")
     })?;
     tracing::debug!(access_key_id = %credentials.access_key_id(), "resolved AWS credentials");
     Ok(SharedCredentialsProvider::new(credentials))
@@ -134,6 +159,43 @@ where
     }
 }
 
+/// The service's own message, when it answered.
+pub(super) fn error_message<E, R>(
+    err: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+) -> &str
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match err {
+        SdkError::ServiceError(service) => service.err().message().unwrap_or(""),
+        _ => "",
+    }
+}
+
+/// The fix for failures every service shares: the caller's credentials, throttling, an
+/// outage. `None` when the service-specific hint should decide.
+pub(super) fn common_hint(service: &str, code: Option<&str>) -> Option<String> {
+    let code = code?;
+    Some(match code {
+        "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => {
+            "the AWS credentials have expired; on a box IMDS renews them, so check that IMDS answers and the clock is right (chronyd); elsewhere refresh AWS_SESSION_TOKEN or the profile".to_string()
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException"
+        | "SignatureDoesNotMatch" => {
+            "AWS does not accept these credentials; check the instance profile, or AWS_PROFILE / AWS_ACCESS_KEY_ID".to_string()
+        }
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException" => format!(
+            "AWS is throttling this account's {service} calls; keep the cache on, raise deadline_seconds, and for large fleets enable SSM's higher-throughput setting"
+        ),
+        "InternalServerError" | "InternalFailure" | "ServerException" | "ServiceUnavailable"
+        | "ServiceUnavailableException" => {
+            format!("{service} is having trouble on AWS's side; retry the pull shortly")
+        }
+        _ => return None,
+    })
+}
+
 /// An error and its causes on one line, each said once. The SDK's own display adds a
 /// Debug dump of the whole chain, which nobody can read in a docker error message.
 pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
@@ -147,4 +209,94 @@ pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         next = err.source();
     }
     parts.join(": ")
+}
+
+/// What the attempts of one operation ended with, so that running out of time can still
+/// say why (throttled six times, a 503…) instead of only "timed out".
+#[derive(Clone, Default, Debug)]
+pub(super) struct Attempts(Arc<Mutex<AttemptLog>>);
+
+#[derive(Default, Debug)]
+struct AttemptLog {
+    failed: u32,
+    last: Option<String>,
+    last_code: Option<String>,
+}
+
+impl Attempts {
+    /// An interceptor for a client whose operation errors are `E`.
+    pub(super) fn recorder<E>(&self) -> AttemptRecorder<E> {
+        AttemptRecorder {
+            attempts: self.clone(),
+            error: PhantomData,
+        }
+    }
+
+    /// "after N failed attempts, the last: …" and the last AWS error code, if any failed.
+    fn summary(&self) -> Option<(String, Option<String>)> {
+        let log = self.0.lock().ok()?;
+        let last = log.last.as_ref()?;
+        let text = format!(
+            "after {} failed attempt{}, the last: {last}",
+            log.failed,
+            if log.failed == 1 { "" } else { "s" }
+        );
+        Some((text, log.last_code.clone()))
+    }
+}
+
+pub(super) struct AttemptRecorder<E> {
+    attempts: Attempts,
+    error: PhantomData<fn() -> E>,
+}
+
+impl<E> std::fmt::Debug for AttemptRecorder<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AttemptRecorder")
+    }
+}
+
+impl<E> aws_smithy_runtime_api::client::interceptors::Intercept for AttemptRecorder<E>
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+{
+    fn name(&self) -> &'static str {
+        "slothbox-attempt-recorder"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        _cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Some(Err(error)) = context.output_or_error() else {
+            return Ok(());
+        };
+        let status = context
+            .response()
+            .map(|r| format!("HTTP {} ", r.status().as_u16()))
+            .unwrap_or_default();
+        let operation_error = error
+            .as_operation_error()
+            .and_then(|e| e.downcast_ref::<E>());
+        let what = match operation_error {
+            Some(e) => format!(
+                "{}: {}",
+                e.code().unwrap_or("UnknownError"),
+                e.message().unwrap_or("no message")
+            ),
+            None => error_chain(error),
+        };
+        if let Ok(mut log) = self.attempts.0.lock() {
+            log.failed += 1;
+            log.last = Some(format!("{status}{what}"));
+            log.last_code = operation_error.and_then(|e| e.code()).map(str::to_string);
+        }
+        Ok(())
+    }
 }

@@ -5,17 +5,21 @@ use std::time::SystemTime;
 use anyhow::{anyhow, Context};
 use aws_config::SdkConfig;
 
-use super::aws::{describe, error_code, resolved_credentials};
+use super::aws::{describe, error_code, resolved_credentials, Attempts};
 use super::Fetched;
 use crate::host::EcrRegistry;
 use crate::secret::Secret;
 
 pub(super) async fn authorization_token(
     sdk: &SdkConfig,
+    attempts: &Attempts,
     registry: &EcrRegistry,
 ) -> anyhow::Result<Fetched> {
+    use aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError;
     let credentials = resolved_credentials(sdk).await?;
-    let mut config = aws_sdk_ecr::config::Builder::from(sdk).credentials_provider(credentials);
+    let mut config = aws_sdk_ecr::config::Builder::from(sdk)
+        .credentials_provider(credentials)
+        .interceptor(attempts.recorder::<GetAuthorizationTokenError>());
     if registry.fips {
         config = config.use_fips(true);
     }
@@ -30,16 +34,17 @@ pub(super) async fn authorization_token(
         .send()
         .await
         .map_err(|err| {
-            let hint = match error_code(&err) {
+            let code = error_code(&err);
+            let hint = super::aws::common_hint("ECR", code).unwrap_or_else(|| match code {
                 Some("AccessDeniedException") => {
-                    "allow the instance role ecr:GetAuthorizationToken (resource \"*\")".to_string()
+                    "allow the instance role ecr:GetAuthorizationToken (resource \"*\"), and ecr:BatchGetImage and ecr:GetDownloadUrlForLayer on the repositories; check the host's account and region match the image".to_string()
                 }
                 Some(_) => "see the AWS error above".to_string(),
                 None => format!(
                     "check that this machine can reach {}",
                     super::aws::endpoint_hint("ECR")
                 ),
-            };
+            });
             anyhow!(
                 "ECR GetAuthorizationToken for account {account} in {region} failed: {}; {hint}",
                 describe(&err)

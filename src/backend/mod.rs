@@ -104,7 +104,9 @@ impl CredentialBackend for AwsBackend {
                     registry,
                     "SSM",
                     location.effective_region(),
-                    |sdk| async move { ssm::get_secret(&sdk, &location.parameter).await },
+                    |sdk, attempts| async move {
+                        ssm::get_secret(&sdk, &attempts, &location.parameter).await
+                    },
                 )?;
                 Ok(Fetched {
                     username: username.clone(),
@@ -118,7 +120,7 @@ impl CredentialBackend for AwsBackend {
                 registry,
                 "ECR",
                 Some(ecr.region.clone()),
-                |sdk| async move { ecr::authorization_token(&sdk, ecr).await },
+                |sdk, attempts| async move { ecr::authorization_token(&sdk, &attempts, ecr).await },
             ),
         }
     }
@@ -135,8 +137,16 @@ impl CredentialBackend for AwsBackend {
             registry,
             "SSM",
             location.effective_region(),
-            |sdk| async move {
-                ssm::put_secret(&sdk, registry, &location.parameter, secret, options).await
+            |sdk, attempts| async move {
+                ssm::put_secret(
+                    &sdk,
+                    &attempts,
+                    registry,
+                    &location.parameter,
+                    secret,
+                    options,
+                )
+                .await
             },
         )
     }
@@ -147,7 +157,9 @@ impl CredentialBackend for AwsBackend {
             registry,
             "SSM",
             location.effective_region(),
-            |sdk| async move { ssm::delete_secret(&sdk, &location.parameter).await },
+            |sdk, attempts| async move {
+                ssm::delete_secret(&sdk, &attempts, &location.parameter).await
+            },
         )
     }
 }

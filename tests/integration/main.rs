@@ -3,6 +3,8 @@
 
 mod cache;
 mod clients;
+mod faults;
 mod get;
+mod leaks;
 mod store;
 mod support;

@@ -129,11 +129,23 @@ impl AwsFixture {
     }
 
     pub fn fault(&self, target: &str, mode: &str, count: i64) {
-        let doc = serde_json::json!({"target": target, "mode": mode, "count": count});
+        self.fault_matching(target, mode, count, None);
+    }
+
+    /// A fault only for requests whose body contains `matching` (a parameter name, an
+    /// account id), so tests on the shared fixture do not disturb each other.
+    pub fn fault_matching(&self, target: &str, mode: &str, count: i64, matching: Option<&str>) {
+        let doc =
+            serde_json::json!({"target": target, "mode": mode, "count": count, "match": matching});
         http(
             &format!("{}/__fixture/faults", self.imds),
             Some(&doc.to_string()),
         );
+    }
+
+    /// Clears faults, rate limits, call counts and the IMDS mode.
+    pub fn reset(&self) {
+        http(&format!("{}/__fixture/reset", self.imds), Some("{}"));
     }
 
     pub fn imds_mode(&self, mode: &str) {
