@@ -20,6 +20,8 @@ Usage: docker-credential-slothbox <get|store|erase|list|version>
   list      print every configured registry and its username
   version   print the version
   cache clear  forget every cached answer (SLOTHBOX_CACHE=off skips the cache for one run)
+  configure    point docker's and the containers tools' configs at this helper (configure --help)
+  doctor       check the whole chain down to a real registry login (doctor --help)
   store     read the JSON `docker login` sends on stdin:
             the secret goes to SSM, the username to the credentials file
   erase     read a registry address: delete its SSM parameter and its entry
@@ -40,6 +42,24 @@ pub fn run(
     mut stdout: impl Write,
     mut stderr: impl Write,
 ) -> ExitCode {
+    if let [first, rest @ ..] = args {
+        if first == "configure" {
+            return report(crate::configure::run(env, rest), stdout, stderr);
+        }
+        if first == "doctor" {
+            return match crate::doctor::run(env, rest) {
+                Ok((text, ok)) => {
+                    let _ = stdout.write_all(text.as_bytes());
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(err) => report(Err(err), stdout, stderr),
+            };
+        }
+    }
     let action = match args {
         [action] => action.as_str(),
         [cache, clear] if cache == "cache" && clear == "clear" => "cache clear",
@@ -82,6 +102,34 @@ pub fn run(
             if !err.is_not_found() {
                 let _ = writeln!(stderr, "{}", protocol::one_line(&line));
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a command's report on stdout and its warnings on stderr; for commands that are
+/// not part of the helper protocol.
+fn report(
+    result: anyhow::Result<(Vec<String>, Vec<String>)>,
+    mut stdout: impl Write,
+    mut stderr: impl Write,
+) -> ExitCode {
+    match result {
+        Ok((lines, warnings)) => {
+            for line in lines {
+                let _ = writeln!(stdout, "{line}");
+            }
+            for warning in warnings {
+                let _ = writeln!(stderr, "{warning}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            let _ = writeln!(
+                stderr,
+                "slothbox: {}",
+                protocol::one_line(&format!("{err:#}"))
+            );
             ExitCode::FAILURE
         }
     }

@@ -38,6 +38,9 @@ pub struct Environment {
     /// Everything in the environment that decides which AWS identity and endpoints answer
     /// us, so a cached answer is never served to a different identity. No secret is in it.
     pub aws_identity: String,
+    /// `$DOCKER_CONFIG`: docker's config directory when not `~/.docker`.
+    pub docker_config_dir: Option<PathBuf>,
+    pub home: Option<PathBuf>,
 }
 
 /// The variables that pick the AWS principal, region or endpoint. Secret keys are
@@ -72,6 +75,8 @@ impl Environment {
                 .map(|v| v.to_string_lossy().into_owned()),
             cache_override: non_empty("SLOTHBOX_CACHE").map(|v| v.to_string_lossy().into_owned()),
             runtime_dir: non_empty("XDG_RUNTIME_DIR").map(PathBuf::from),
+            docker_config_dir: non_empty("DOCKER_CONFIG").map(PathBuf::from),
+            home: directories::BaseDirs::new().map(|dirs| dirs.home_dir().to_path_buf()),
             aws_identity: AWS_IDENTITY_VARIABLES
                 .iter()
                 .filter_map(|name| {

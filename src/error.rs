@@ -44,6 +44,21 @@ impl From<anyhow::Error> for HelperError {
     }
 }
 
+/// An error and its causes on one line, each said once. The SDK's own display adds a
+/// Debug dump of the whole chain, which nobody can read in a docker error message.
+pub fn one_line_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(err) = next {
+        let text = crate::protocol::one_line(&err.to_string());
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

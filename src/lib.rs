@@ -8,6 +8,8 @@ pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod configure;
+pub mod doctor;
 pub mod error;
 pub mod host;
 pub mod protocol;

@@ -11,6 +11,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 
+use crate::error::one_line_chain as error_chain;
 use crate::host::RegistryHost;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -106,6 +107,10 @@ async fn load_sdk_config(region: Option<String>, left: Duration) -> SdkConfig {
 pub(super) async fn resolved_credentials(
     sdk: &SdkConfig,
 ) -> anyhow::Result<SharedCredentialsProvider> {
+    Ok(SharedCredentialsProvider::new(credentials(sdk).await?))
+}
+
+async fn credentials(sdk: &SdkConfig) -> anyhow::Result<aws_credential_types::Credentials> {
     let provider = sdk.credentials_provider().ok_or_else(|| {
         anyhow!("no AWS credentials provider is configured; run on a box with an instance profile or set AWS_PROFILE")
     })?;
@@ -121,7 +126,32 @@ pub(super) async fn resolved_credentials(
         anyhow!("no AWS credentials ({cause}); {fix}")
     })?;
     tracing::debug!(access_key_id = %credentials.access_key_id(), "resolved AWS credentials");
-    Ok(SharedCredentialsProvider::new(credentials))
+    Ok(credentials)
+}
+
+/// The access key id and region the default chain resolves, for `doctor`.
+pub(super) fn identity(deadline: super::Deadline) -> anyhow::Result<super::AwsIdentity> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let left = deadline.at.saturating_duration_since(std::time::Instant::now());
+        let work = async {
+            let sdk = load_sdk_config(None, left).await;
+            let credentials = credentials(&sdk).await?;
+            Ok(super::AwsIdentity {
+                access_key_id: credentials.access_key_id().to_string(),
+                region: sdk.region().map(|r| r.to_string()),
+            })
+        };
+        tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+            Err(anyhow!(
+                "no AWS credentials within {:.1}s; check that IMDS answers (hop limit 2 inside containers)",
+                deadline.total.as_secs_f64()
+            ))
+        })
+    })
 }
 
 /// One line for an AWS error: its code and message when the service answered, the cause
@@ -194,21 +224,6 @@ pub(super) fn common_hint(service: &str, code: Option<&str>) -> Option<String> {
         }
         _ => return None,
     })
-}
-
-/// An error and its causes on one line, each said once. The SDK's own display adds a
-/// Debug dump of the whole chain, which nobody can read in a docker error message.
-pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(err);
-    while let Some(err) = next {
-        let text = crate::protocol::one_line(&err.to_string());
-        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = err.source();
-    }
-    parts.join(": ")
 }
 
 /// What the attempts of one operation ended with, so that running out of time can still

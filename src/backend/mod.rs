@@ -59,6 +59,17 @@ pub trait CredentialBackend {
     fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()>;
 }
 
+/// Who we are to AWS, as far as the default chain tells without another API call.
+#[derive(Debug)]
+pub struct AwsIdentity {
+    pub access_key_id: String,
+    pub region: Option<String>,
+}
+
+pub fn resolve_identity(deadline: Deadline) -> anyhow::Result<AwsIdentity> {
+    aws::identity(deadline)
+}
+
 /// The real backend: SSM for stored secrets, ECR for instance-role tokens. Building one
 /// costs nothing: clients and the runtime start only when an operation runs.
 pub struct AwsBackend {

@@ -3,6 +3,7 @@
 
 mod cache;
 mod clients;
+mod configure;
 mod faults;
 mod get;
 mod leaks;
