@@ -57,13 +57,7 @@ pub fn store<B: CredentialBackend>(
     };
     make_backend(&config).put_secret(&registry, &location, &request.secret, &options)?;
     let changed = if is_new {
-        add_entry(
-            &mut doc,
-            &config,
-            &registry,
-            &request.username,
-            &location.parameter,
-        )
+        add_entry(&mut doc, &registry, &request.username, &location.parameter)
     } else {
         set_username(&mut doc, &config, &registry, &request.username)
     };
@@ -179,7 +173,6 @@ fn position(config: &Config, registry: &RegistryHost) -> Option<usize> {
 
 fn add_entry(
     doc: &mut Value,
-    config: &Config,
     registry: &RegistryHost,
     username: &str,
     parameter: &SsmParameter,
@@ -190,7 +183,6 @@ fn add_entry(
         .next()
         .unwrap_or_default()
         .to_string();
-    debug_assert!(!taken_in(config, &id));
     let Some(list) = entries(doc) else {
         return false;
     };
@@ -203,10 +195,6 @@ fn add_entry(
         "parameter": parameter.name,
     }));
     true
-}
-
-fn taken_in(config: &Config, id: &str) -> bool {
-    config.credentials.iter().any(|c| c.id == id)
 }
 
 fn set_username(doc: &mut Value, config: &Config, registry: &RegistryHost, username: &str) -> bool {

@@ -271,13 +271,23 @@ impl<E> std::fmt::Debug for AttemptRecorder<E> {
     }
 }
 
-impl<E> aws_smithy_runtime_api::client::interceptors::Intercept for AttemptRecorder<E>
-where
+/// What every SDK operation error is: it has a code and message, and can cross threads.
+pub(super) trait OperationError:
+    aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static
+{
+}
+
+impl<E> OperationError for E where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata
         + std::error::Error
         + Send
         + Sync
-        + 'static,
+        + 'static
+{
+}
+
+impl<E: OperationError> aws_smithy_runtime_api::client::interceptors::Intercept
+    for AttemptRecorder<E>
 {
     fn name(&self) -> &'static str {
         "slothbox-attempt-recorder"

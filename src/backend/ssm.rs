@@ -19,11 +19,7 @@ async fn client<E>(
     parameter: &SsmParameter,
 ) -> anyhow::Result<(aws_sdk_ssm::Client, String)>
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
+    E: super::aws::OperationError,
 {
     let Some(region) = sdk.region() else {
         bail!(

@@ -29,11 +29,7 @@ fn skopeo_pulls_the_private_image_through_the_helper() {
     let registry = RegistryFixture::shared();
     let (env, registry) = serving(Some(&registry.password));
     let source = format!("docker://{}", registry.image);
-    let run = env.client(
-        "skopeo",
-        &["inspect", "--cert-dir", &registry.cert_dir, &source],
-        "",
-    );
+    let run = env.skopeo_inspect(registry);
     assert_eq!(run.code, Some(0), "{run:?}");
     let inspected: serde_json::Value = serde_json::from_str(&run.stdout).expect("inspect JSON");
     assert!(inspected["Name"]
@@ -70,16 +66,7 @@ fn skopeo_pulls_the_private_image_through_the_helper() {
 #[test]
 fn skopeo_with_a_wrong_secret_gets_the_registry_401() {
     let (env, registry) = serving(Some("not-the-password"));
-    let run = env.client(
-        "skopeo",
-        &[
-            "inspect",
-            "--cert-dir",
-            &registry.cert_dir,
-            &format!("docker://{}", registry.image),
-        ],
-        "",
-    );
+    let run = env.skopeo_inspect(registry);
     assert_ne!(run.code, Some(0), "{run:?}");
     assert!(lower(&run.stderr).contains("unauthorized"), "{run:?}");
     assert!(
@@ -94,16 +81,7 @@ fn an_unserved_registry_falls_back_to_anonymous() {
     let registry = RegistryFixture::shared();
     let env = ClientEnv::new(aws, &[&registry.registry]);
     env.helper.write_config(r#"{"credentials":[]}"#);
-    let run = env.client(
-        "skopeo",
-        &[
-            "inspect",
-            "--cert-dir",
-            &registry.cert_dir,
-            &format!("docker://{}", registry.image),
-        ],
-        "",
-    );
+    let run = env.skopeo_inspect(registry);
     assert_ne!(run.code, Some(0), "{run:?}");
     // The not-found answer was understood: skopeo went on anonymously and the registry
     // refused it, rather than skopeo aborting on a helper error.
@@ -118,16 +96,7 @@ fn an_unserved_registry_falls_back_to_anonymous() {
 #[test]
 fn a_missing_parameter_stops_skopeo_with_our_message() {
     let (env, registry) = serving(None);
-    let run = env.client(
-        "skopeo",
-        &[
-            "inspect",
-            "--cert-dir",
-            &registry.cert_dir,
-            &format!("docker://{}", registry.image),
-        ],
-        "",
-    );
+    let run = env.skopeo_inspect(registry);
     assert_ne!(run.code, Some(0), "{run:?}");
     assert!(run.stderr.contains("ParameterNotFound"), "{run:?}");
     assert!(run.stderr.contains("put-parameter"), "{run:?}");
@@ -213,16 +182,7 @@ fn docker_login_and_logout_keep_the_secret_in_ssm_only() {
     assert_eq!(config["credHelpers"][&registry.registry], "slothbox");
 
     // The stored credential pulls.
-    let run = env.client(
-        "skopeo",
-        &[
-            "inspect",
-            "--cert-dir",
-            &registry.cert_dir,
-            &format!("docker://{}", registry.image),
-        ],
-        "",
-    );
+    let run = env.skopeo_inspect(registry);
     assert_eq!(run.code, Some(0), "{run:?}");
 
     let run = env.client("docker", &["logout", &registry.registry], "");

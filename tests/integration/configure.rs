@@ -1,11 +1,14 @@
 //! `configure` on the config.json shapes found in the wild, `doctor` against the emulator
 //! and the real registry, and install.sh as a bake pipeline runs it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{unique, AwsFixture, ClientEnv, Helper, RegistryFixture, BOX_REGION};
+use crate::support::{
+    binary, run_command, unique, AwsFixture, ClientEnv, Helper, RegistryFixture, Run, BOX_REGION,
+};
 
 const SHAPES: &[(&str, &str)] = &[
     ("empty file", ""),
@@ -33,7 +36,7 @@ const SHAPES: &[(&str, &str)] = &[
     ),
 ];
 
-fn configure(helper: &Helper, args: &[&str]) -> crate::support::Run {
+fn configure(helper: &Helper, args: &[&str]) -> Run {
     let mut all = vec!["configure"];
     all.extend_from_slice(args);
     helper.run(&all, "")
@@ -318,12 +321,20 @@ fn doctor_passes_then_names_each_failure() {
     assert!(run.stdout.contains("fix: chmod go-w"), "{run:?}");
 }
 
+/// Runs install.sh with `args` in the box's environment.
+fn install_sh(env: &BTreeMap<String, String>, args: &[&str]) -> Run {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
+    let mut command = Command::new("bash");
+    command.arg(script).args(args).env_clear().envs(env);
+    run_command(command, "")
+}
+
 #[test]
 fn install_sh_with_a_prebuilt_binary_configures_a_box_that_pulls() {
     let aws = AwsFixture::shared();
     let registry = RegistryFixture::shared();
     // A box as baked: no credHelpers yet, no docker login ever run.
-    let env = ClientEnv::new(aws, &[]);
+    let mut env = ClientEnv::new(aws, &[]);
     let parameter = format!("/slothbox/registry-credentials/{}", unique("baked"));
     aws.put_secret(BOX_REGION, &parameter, &registry.password);
     env.helper.write_config(&format!(
@@ -332,68 +343,35 @@ fn install_sh_with_a_prebuilt_binary_configures_a_box_that_pulls() {
     ));
     std::fs::write(env.docker_config.join("config.json"), "{}").unwrap();
     let prefix = env.helper.home.path().join("prefix");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install.sh");
-    let mut helper_env = env.helper.env.clone();
-    // Only the installed copy may serve: drop the test shim from PATH.
-    helper_env.insert(
-        "PATH".into(),
-        format!(
-            "{}/bin:{}",
-            prefix.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
+    let prefix_arg = prefix.display().to_string();
+    // Only the installed copy may serve: the test shim leaves PATH.
+    let path = format!(
+        "{}/bin:{}",
+        prefix.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(["--binary", crate::support::BINARY, "--prefix"])
-        .arg(&prefix)
-        .arg("--configure")
-        .env_clear()
-        .envs(&helper_env)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "install.sh: {output:?}");
+    env.helper.set("PATH", &path);
+    let binary = binary();
+    let install = ["--binary", &binary, "--prefix", &prefix_arg, "--configure"];
+
+    let run = install_sh(&env.helper.env, &install);
+    assert_eq!(run.code, Some(0), "install.sh: {run:?}");
     assert!(prefix.join("bin/docker-credential-slothbox").is_file());
     let config = json(&std::fs::read_to_string(env.docker_config.join("config.json")).unwrap());
     assert_eq!(config["credHelpers"][&registry.registry], "slothbox");
-
-    let skopeo = Command::new("skopeo")
-        .args(["inspect", "--cert-dir", &registry.cert_dir])
-        .arg(format!("docker://{}", registry.image))
-        .env_clear()
-        .envs(&helper_env)
-        .output()
-        .unwrap();
-    assert!(
-        skopeo.status.success(),
-        "skopeo through the installed helper: {skopeo:?}"
+    let run = env.skopeo_inspect(registry);
+    assert_eq!(
+        run.code,
+        Some(0),
+        "skopeo through the installed helper: {run:?}"
     );
 
-    let again = Command::new("bash")
-        .arg(&script)
-        .args(["--binary", crate::support::BINARY, "--prefix"])
-        .arg(&prefix)
-        .arg("--configure")
-        .env_clear()
-        .envs(&helper_env)
-        .output()
-        .unwrap();
-    assert!(again.status.success(), "{again:?}");
-    assert!(
-        String::from_utf8_lossy(&again.stdout).contains("nothing to change"),
-        "{again:?}"
-    );
+    let run = install_sh(&env.helper.env, &install);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("nothing to change"), "{run:?}");
 
-    let uninstall = Command::new("bash")
-        .arg(&script)
-        .args(["--prefix"])
-        .arg(&prefix)
-        .arg("--uninstall")
-        .env_clear()
-        .envs(&helper_env)
-        .output()
-        .unwrap();
-    assert!(uninstall.status.success(), "{uninstall:?}");
+    let run = install_sh(&env.helper.env, &["--prefix", &prefix_arg, "--uninstall"]);
+    assert_eq!(run.code, Some(0), "{run:?}");
     assert!(!prefix.join("bin/docker-credential-slothbox").exists());
     assert_eq!(
         json(&std::fs::read_to_string(env.docker_config.join("config.json")).unwrap()),

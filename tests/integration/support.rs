@@ -8,7 +8,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_docker-credential-slothbox");
+/// The helper under test: the one cargo built, or another build of it named by
+/// `SLOTHBOX_TEST_BINARY` (scripts/build-static.sh runs the tests against the static one).
+pub fn binary() -> String {
+    std::env::var("SLOTHBOX_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_docker-credential-slothbox").to_string())
+}
 pub const NOT_FOUND: &str = "credentials not found in native keychain\n";
 /// The region the fixture's IMDS reports for the box.
 pub const BOX_REGION: &str = "eu-west-1";
@@ -236,35 +241,40 @@ impl Helper {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(binary());
         command.args(args).env_clear().envs(&self.env);
         command
     }
 
     pub fn run(&self, args: &[&str], stdin: &str) -> Run {
-        let started = Instant::now();
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the helper");
-        if let Some(mut input) = child.stdin.take() {
-            // Like docker: no trailing newline, then close.
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = child.wait_with_output().expect("wait for the helper");
-        Run {
-            code: status.code(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            elapsed: started.elapsed(),
-        }
+        run_command(self.command(args), stdin)
+    }
+}
+
+/// Runs a process as docker runs a helper: stdin written without a trailing newline and
+/// closed, stdout and stderr captured.
+pub fn run_command(mut command: Command, stdin: &str) -> Run {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+    if let Some(mut input) = child.stdin.take() {
+        // A process that never reads stdin (list) may close it first.
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().expect("wait for the process");
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        elapsed: started.elapsed(),
     }
 }
 
@@ -379,7 +389,7 @@ impl ClientEnv {
             format!(
                 "#!/bin/sh\ninput=$(cat)\ncase \"$1\" in\n  get|erase) printf '%s %s\\n' \"$1\" \"$input\" >> '{log}' ;;\n  *) printf '%s\\n' \"$1\" >> '{log}' ;;\nesac\nprintf '%s' \"$input\" | exec '{real}' \"$@\"\n",
                 log = call_log.display(),
-                real = BINARY
+                real = binary()
             ),
         )
         .expect("write shim");
@@ -417,29 +427,18 @@ impl ClientEnv {
     /// Runs a client program (skopeo, docker) in this world.
     pub fn client(&self, program: &str, args: &[&str], stdin: &str) -> Run {
         require_tool(program, "scripts/setup-test-deps.sh installs it");
-        let started = Instant::now();
-        let mut child = Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(&self.helper.env)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {program}: {e}"));
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin.as_bytes());
-        }
-        let Output {
-            status,
-            stdout,
-            stderr,
-        } = child.wait_with_output().expect("wait for the client");
-        Run {
-            code: status.code(),
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
-            elapsed: started.elapsed(),
-        }
+        let mut command = Command::new(program);
+        command.args(args).env_clear().envs(&self.helper.env);
+        run_command(command, stdin)
+    }
+
+    /// `skopeo inspect` of the test image, trusting the registry's CA.
+    pub fn skopeo_inspect(&self, registry: &RegistryFixture) -> Run {
+        let image = format!("docker://{}", registry.image);
+        self.client(
+            "skopeo",
+            &["inspect", "--cert-dir", &registry.cert_dir, &image],
+            "",
+        )
     }
 }
