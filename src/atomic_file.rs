@@ -14,13 +14,15 @@ pub struct EditLock {
     _file: File,
 }
 
-/// Takes the edit lock for `path`, creating its directory (0700) when missing.
-pub fn lock_for_edit(path: &Path) -> anyhow::Result<EditLock> {
+/// Takes the edit lock for `path`, creating its directory with `dir_mode` when missing:
+/// 0700 where the files may hold something private (docker's config), 0755 where other
+/// users must read it (a credentials file under /etc).
+pub fn lock_for_edit(path: &Path, dir_mode: u32) -> anyhow::Result<EditLock> {
     let dir = parent_dir(path);
     if !dir.exists() {
         fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o700)
+            .mode(dir_mode)
             .create(&dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
@@ -38,13 +40,27 @@ pub fn lock_for_edit(path: &Path) -> anyhow::Result<EditLock> {
 }
 
 /// Writes `content` to a temporary file beside `path` (same filesystem), flushes it to disk,
-/// and renames it over `path`. The new file keeps the old one's mode, or gets `new_mode`.
-/// A symlink is followed, so the file it points to is replaced and the link stays.
+/// and renames it over `path`. The new file keeps the old one's mode, owner and group (so
+/// root editing a user's file leaves it the user's), or gets `new_mode`. A symlink is
+/// followed, so the file it points to is replaced and the link stays.
 pub fn replace(path: &Path, content: &[u8], new_mode: u32) -> anyhow::Result<()> {
+    write_replacing(path, content, Some(new_mode))
+}
+
+/// Like [`replace`], but the file is always 0600 whatever the old one was: for files that
+/// hold a secret.
+pub fn replace_private(path: &Path, content: &[u8]) -> anyhow::Result<()> {
+    write_replacing(path, content, None)
+}
+
+fn write_replacing(path: &Path, content: &[u8], new_mode: Option<u32>) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let target = resolve_symlink(path)?;
-    let mode = match fs::metadata(&target) {
-        Ok(meta) => meta.permissions().mode() & 0o7777,
-        Err(_) => new_mode,
+    let old = fs::metadata(&target).ok();
+    let mode = match (&old, new_mode) {
+        (Some(meta), Some(_)) => meta.permissions().mode() & 0o7777,
+        (None, Some(mode)) => mode,
+        (_, None) => 0o600,
     };
     let dir = parent_dir(&target);
     let temp = sibling(
@@ -60,6 +76,10 @@ pub fn replace(path: &Path, content: &[u8], new_mode: u32) -> anyhow::Result<()>
             .with_context(|| not_writable(&target, &temp))?;
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some(meta) = &old {
+            // Only root may give a file away; for anyone else the owner is already right.
+            let _ = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()));
+        }
         file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&temp, &target)?;
@@ -143,6 +163,19 @@ mod tests {
     }
 
     #[test]
+    fn private_files_are_always_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entry.json");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        replace_private(&path, b"new").unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
     fn a_symlink_stays_a_symlink() {
         let dir = tempfile::tempdir().unwrap();
         let real = dir.path().join("real.json");
@@ -161,7 +194,7 @@ mod tests {
     fn lock_creates_a_private_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/credentials.json");
-        let _lock = lock_for_edit(&path).unwrap();
+        let _lock = lock_for_edit(&path, 0o700).unwrap();
         let mode = fs::metadata(dir.path().join("nested"))
             .unwrap()
             .permissions()

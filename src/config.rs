@@ -93,10 +93,12 @@ impl Environment {
         if let Some(path) = &self.config_override {
             return Some(path.clone());
         }
+        // A file we cannot even look at (permissions) counts as present, so that loading it
+        // fails loudly instead of every registry silently becoming "not found".
         self.user_config
             .iter()
             .chain(std::iter::once(&self.system_config))
-            .find(|path| path.exists())
+            .find(|path| !matches!(path.try_exists(), Ok(false)))
             .cloned()
     }
 
@@ -475,8 +477,13 @@ fn validate_entry(
             entry.id
         );
     }
-    let registry = RegistryHost::parse(&entry.registry)
-        .map_err(|e| anyhow::anyhow!("{}: {:?} {e}", field("registry"), entry.registry))?;
+    let registry = RegistryHost::parse(&entry.registry).map_err(|e| match e {
+        // The part before '@' may be a password: never repeat it.
+        crate::host::HostError::UserInfo => {
+            anyhow::anyhow!("{}: the address {e}", field("registry"))
+        }
+        _ => anyhow::anyhow!("{}: {:?} {e}", field("registry"), entry.registry),
+    })?;
     if let Some(region) = &entry.region {
         let ok = !region.is_empty()
             && region
@@ -619,7 +626,7 @@ mod tests {
                 "credentials[0].registry",
             ),
             (
-                r#"{"credentials":[{"id":"a","type":"token","registry":"bot@ghcr.io","username":"u"}]}"#,
+                r#"{"credentials":[{"id":"a","type":"token","registry":"bot:hunter2@ghcr.io","username":"u"}]}"#,
                 "credentials[0].registry",
             ),
             (
@@ -651,6 +658,7 @@ mod tests {
             let err = error(text);
             assert!(err.contains(want), "{text}: {err}");
             assert!(err.contains("credentials.json"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
         }
         let err = error(r#"{"credentials":[{"id":"a","type":"password","registry":"ghcr.io"}]}"#);
         assert!(err.contains("unknown variant `password`"), "{err}");

@@ -205,7 +205,7 @@ impl Layout {
 
 /// Reads, edits and (only when something changed) rewrites one file.
 pub fn edit_file(path: &Path, request: &Request, flavor: Flavor) -> anyhow::Result<Outcome> {
-    let _lock = atomic_file::lock_for_edit(path)?;
+    let _lock = atomic_file::lock_for_edit(path, 0o700)?;
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -22,25 +22,21 @@ pub fn store<B: CredentialBackend>(
     make_backend: impl FnOnce(&Config) -> B,
 ) -> Result<(), HelperError> {
     let request = protocol::read_store_request(stdin)?;
-    let registry = RegistryHost::parse(&request.server_url)
-        .map_err(|e| anyhow!("cannot store: the server URL {e}"))?;
+    let registry = store_target(&request.server_url)?;
     let path = env.edit_target()?;
-    // Locked before any AWS call, so an unwritable file fails before SSM changes.
-    let _lock = atomic_file::lock_for_edit(&path)?;
+    // ECR tokens come from the instance role: nothing to keep, nothing to lock or write,
+    // even where the credentials file is not ours to write.
+    let (_, current) = load_for_edit(&path, env)?;
+    if is_ecr(&current, &registry) {
+        return Ok(());
+    }
+    // Locked before any AWS call, so an unwritable file fails before SSM changes; read
+    // again under the lock, since another store may have just written it.
+    let _lock = atomic_file::lock_for_edit(&path, 0o755)?;
     let (mut doc, config) = load_for_edit(&path, env)?;
-    let (location, is_new) = match config.find(&registry).map(|c| &c.source) {
-        Some(CredentialSource::Ecr(_)) => return Ok(()),
-        Some(CredentialSource::Ssm {
-            parameter, region, ..
-        }) => (
-            SsmLocation {
-                parameter: parameter.clone(),
-                region: region.clone(),
-            },
-            false,
-        ),
-        // ECR tokens come from the instance role; there is nothing to keep.
-        None if EcrRegistry::from_host(&registry).is_some() => return Ok(()),
+    let existing = config.find(&registry).map(|c| &c.source);
+    let (location, is_new) = match existing.and_then(SsmLocation::of) {
+        Some(location) => (location, false),
         None => {
             let id = new_id(&config, &registry);
             (
@@ -56,20 +52,46 @@ pub fn store<B: CredentialBackend>(
         kms_key_id: config.kms_key_id.clone(),
     };
     make_backend(&config).put_secret(&registry, &location, &request.secret, &options)?;
-    let changed = if is_new {
-        add_entry(&mut doc, &registry, &request.username, &location.parameter)
-    } else {
-        set_username(&mut doc, &config, &registry, &request.username)
-    };
-    if changed {
-        write_doc(&path, &doc).with_context(|| {
-            format!(
-                "the secret for {registry} is in SSM parameter {}, but the credentials file was not updated",
-                location.parameter
-            )
-        })?;
-    }
+    let recorded = (|| {
+        let changed = if is_new {
+            add_entry(&mut doc, &registry, &request.username, &location.parameter)?
+        } else {
+            set_username(&mut doc, &config, &registry, &request.username)?
+        };
+        if changed {
+            write_doc(&path, &doc)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })();
+    recorded.with_context(|| {
+        format!(
+            "the secret for {registry} is in SSM parameter {}, but the credentials file was not updated",
+            location.parameter
+        )
+    })?;
     Ok(())
+}
+
+fn is_ecr(config: &Config, registry: &RegistryHost) -> bool {
+    match config.find(registry) {
+        Some(credential) => matches!(credential.source, CredentialSource::Ecr(_)),
+        None => EcrRegistry::from_host(registry).is_some(),
+    }
+}
+
+/// The registry a `store` is for. Docker Hub's OAuth keys get their own explanation: a
+/// browser sign-in stores tokens this helper does not keep.
+fn store_target(server_url: &str) -> anyhow::Result<RegistryHost> {
+    RegistryHost::parse(server_url).map_err(|e| {
+        let lower = server_url.to_ascii_lowercase();
+        if lower.contains("index.docker.io/v1/") && lower.ends_with("-token") {
+            anyhow!(
+                "cannot store Docker Hub's sign-in tokens ({server_url}); log in with a personal access token instead: docker login -u USER --password-stdin"
+            )
+        } else {
+            anyhow!("cannot store: the server URL {e}")
+        }
+    })
 }
 
 /// `erase`: delete the parameter, then the entry. A registry we do not know is quietly
@@ -84,35 +106,43 @@ pub fn erase<B: CredentialBackend>(
         return Ok(());
     };
     let path = env.edit_target()?;
-    if !path.exists() {
+    // Nothing of ours (an unknown registry, ECR): done, without locking or writing.
+    let (_, current) = load_for_edit(&path, env)?;
+    if current
+        .find(&registry)
+        .and_then(|c| SsmLocation::of(&c.source))
+        .is_none()
+    {
         return Ok(());
     }
-    let _lock = atomic_file::lock_for_edit(&path)?;
+    let _lock = atomic_file::lock_for_edit(&path, 0o755)?;
     let (mut doc, config) = load_for_edit(&path, env)?;
-    let Some(credential) = config.find(&registry) else {
-        return Ok(());
-    };
-    let CredentialSource::Ssm {
-        parameter, region, ..
-    } = &credential.source
+    let Some(location) = config
+        .find(&registry)
+        .and_then(|c| SsmLocation::of(&c.source))
     else {
         return Ok(());
     };
-    let location = SsmLocation {
-        parameter: parameter.clone(),
-        region: region.clone(),
-    };
     make_backend(&config).delete_secret(&registry, &location)?;
-    if remove_entry(&mut doc, &config, &registry) {
-        write_doc(&path, &doc).with_context(|| {
-            format!("SSM parameter {parameter} for {registry} was deleted, but its entry is still in the credentials file")
-        })?;
-    }
+    let removed = (|| {
+        if remove_entry(&mut doc, &config, &registry)? {
+            write_doc(&path, &doc)?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })();
+    removed.with_context(|| {
+        format!(
+            "SSM parameter {} for {registry} was deleted, but its entry is still in the credentials file",
+            location.parameter
+        )
+    })?;
     Ok(())
 }
 
 fn load_for_edit(path: &Path, env: &Environment) -> anyhow::Result<(Value, Config)> {
-    if !path.exists() {
+    // Only a file that is certainly absent counts as empty; one we cannot even look at is
+    // an error, never a silent "no credentials".
+    if matches!(path.try_exists(), Ok(false)) {
         return Ok((
             json!({ "credentials": [] }),
             env.with_overrides(Config::default())?,
@@ -145,7 +175,15 @@ fn new_id(config: &Config, registry: &RegistryHost) -> String {
             }
         })
         .collect();
-    let taken = |id: &str| config.credentials.iter().any(|c| c.id == id);
+    // Neither an id nor a parameter another entry already uses: a new login must never
+    // overwrite another registry's secret.
+    let taken = |id: &str| {
+        let parameter = SsmParameter::under(&config.parameter_prefix, id);
+        config.credentials.iter().any(|c| {
+            c.id == id
+                || matches!(&c.source, CredentialSource::Ssm { parameter: p, .. } if p.name == parameter.name)
+        })
+    };
     let mut id = base.clone();
     let mut n = 2;
     while taken(&id) {
@@ -155,20 +193,34 @@ fn new_id(config: &Config, registry: &RegistryHost) -> String {
     id
 }
 
-/// The entries array; `Config::parse` has already checked that it is one when present.
-fn entries(doc: &mut Value) -> Option<&mut Vec<Value>> {
-    let object = doc.as_object_mut()?;
-    object
+/// The entries array of a document `Config::parse` accepted.
+fn entries(doc: &mut Value) -> anyhow::Result<&mut Vec<Value>> {
+    doc.as_object_mut()
+        .ok_or_else(|| anyhow!("the credentials file is not a JSON object"))?
         .entry("credentials")
         .or_insert_with(|| json!([]))
         .as_array_mut()
+        .ok_or_else(|| anyhow!("\"credentials\" is not a list"))
 }
 
-fn position(config: &Config, registry: &RegistryHost) -> Option<usize> {
-    config
+/// The entry of `registry` as an object, found by the position `Config` saw it at.
+fn entry_of<'a>(
+    doc: &'a mut Value,
+    config: &Config,
+    registry: &RegistryHost,
+) -> anyhow::Result<Option<(usize, &'a mut Vec<Value>)>> {
+    let Some(index) = config
         .credentials
         .iter()
         .position(|c| &c.registry == registry)
+    else {
+        return Ok(None);
+    };
+    let list = entries(doc)?;
+    if !list.get(index).is_some_and(Value::is_object) {
+        anyhow::bail!("credentials entry {index} is not a JSON object; edit the file by hand");
+    }
+    Ok(Some((index, list)))
 }
 
 fn add_entry(
@@ -176,17 +228,9 @@ fn add_entry(
     registry: &RegistryHost,
     username: &str,
     parameter: &SsmParameter,
-) -> bool {
-    let id = parameter
-        .name
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let Some(list) = entries(doc) else {
-        return false;
-    };
-    list.push(json!({
+) -> anyhow::Result<bool> {
+    let id = parameter.name.rsplit('/').next().unwrap_or_default();
+    entries(doc)?.push(json!({
         "id": id,
         "type": "token",
         "label": format!("docker login {registry}"),
@@ -194,34 +238,34 @@ fn add_entry(
         "username": username,
         "parameter": parameter.name,
     }));
-    true
+    Ok(true)
 }
 
-fn set_username(doc: &mut Value, config: &Config, registry: &RegistryHost, username: &str) -> bool {
-    let Some(index) = position(config, registry) else {
-        return false;
+fn set_username(
+    doc: &mut Value,
+    config: &Config,
+    registry: &RegistryHost,
+    username: &str,
+) -> anyhow::Result<bool> {
+    let Some((index, list)) = entry_of(doc, config, registry)? else {
+        return Ok(false);
     };
-    let Some(entry) = entries(doc).and_then(|list| list.get_mut(index)) else {
-        return false;
+    let Some(entry) = list[index].as_object_mut() else {
+        return Ok(false);
     };
     if entry.get("username").and_then(Value::as_str) == Some(username) {
-        return false;
+        return Ok(false);
     }
-    entry["username"] = Value::from(username);
-    true
+    entry.insert("username".into(), Value::from(username));
+    Ok(true)
 }
 
-fn remove_entry(doc: &mut Value, config: &Config, registry: &RegistryHost) -> bool {
-    let Some(index) = position(config, registry) else {
-        return false;
+fn remove_entry(doc: &mut Value, config: &Config, registry: &RegistryHost) -> anyhow::Result<bool> {
+    let Some((index, list)) = entry_of(doc, config, registry)? else {
+        return Ok(false);
     };
-    match entries(doc) {
-        Some(list) if index < list.len() => {
-            list.remove(index);
-            true
-        }
-        _ => false,
-    }
+    list.remove(index);
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -344,6 +388,63 @@ mod tests {
         store(&env, &input[..], |_| &recorder).unwrap();
         assert!(recorder.calls.borrow().is_empty());
         assert!(!dir.path().join("credentials.json").exists());
+    }
+
+    #[test]
+    fn a_new_login_never_takes_another_entrys_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env(dir.path());
+        std::fs::write(
+            dir.path().join("credentials.json"),
+            r#"{"credentials":[{"id":"rc_9","type":"token","registry":"quay.io","username":"q",
+                "parameter":"/slothbox/registry-credentials/ghcr.io"}]}"#,
+        )
+        .unwrap();
+        let recorder = Recorder::default();
+        let input = br#"{"ServerURL":"ghcr.io","Username":"u","Secret":"s"}"#;
+        store(&env, &input[..], |_| &recorder).unwrap();
+        assert_eq!(
+            *recorder.calls.borrow(),
+            ["put ghcr.io /slothbox/registry-credentials/ghcr.io-2 s"]
+        );
+    }
+
+    #[test]
+    fn docker_hub_sign_in_tokens_are_refused_with_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder::default();
+        let input = br#"{"ServerURL":"https://index.docker.io/v1/refresh-token","Username":"u","Secret":"s"}"#;
+        let err = store(&env(dir.path()), &input[..], |_| &recorder).unwrap_err();
+        assert!(err.to_string().contains("personal access token"), "{err}");
+        assert!(recorder.calls.borrow().is_empty());
+    }
+
+    #[test]
+    fn ecr_and_unknown_registries_need_no_writable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file whose directory we may not write into (a file stands where the lock goes).
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir(&blocked).unwrap();
+        std::fs::write(blocked.join("credentials.json"), EXISTING).unwrap();
+        std::fs::create_dir(blocked.join(".credentials.json.lock")).unwrap();
+        let env = Environment {
+            config_override: Some(blocked.join("credentials.json")),
+            system_config: PathBuf::from("/nonexistent"),
+            ..Environment::default()
+        };
+        let recorder = Recorder::default();
+        let ecr = br#"{"ServerURL":"123456789012.dkr.ecr.eu-west-1.amazonaws.com","Username":"AWS","Secret":"x"}"#;
+        store(&env, &ecr[..], |_| &recorder).unwrap();
+        erase(&env, &b"quay.io"[..], |_| &recorder).unwrap();
+        erase(
+            &env,
+            &b"123456789012.dkr.ecr.eu-west-1.amazonaws.com"[..],
+            |_| &recorder,
+        )
+        .unwrap();
+        let err = erase(&env, &b"ghcr.io"[..], |_| &recorder).unwrap_err();
+        assert!(err.to_string().contains("credentials.json"), "{err}");
+        assert!(recorder.calls.borrow().is_empty());
     }
 
     #[test]

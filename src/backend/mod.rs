@@ -30,6 +30,19 @@ pub struct SsmLocation {
 }
 
 impl SsmLocation {
+    /// Where a credential's secret is, when it has one in SSM.
+    pub fn of(source: &CredentialSource) -> Option<SsmLocation> {
+        match source {
+            CredentialSource::Ssm {
+                parameter, region, ..
+            } => Some(SsmLocation {
+                parameter: parameter.clone(),
+                region: region.clone(),
+            }),
+            CredentialSource::Ecr(_) => None,
+        }
+    }
+
     fn effective_region(&self) -> Option<String> {
         self.parameter
             .arn_region

@@ -103,9 +103,15 @@ impl Cache {
         self.store.clear()
     }
 
+    /// The entry for `key`, unless it has expired; an expired one is removed on sight, so
+    /// a secret does not outlive its credential in a store without timeouts of its own.
     fn lookup(&self, registry: &RegistryHost, key: &str) -> Option<CacheEntry> {
         let bytes = self.store.read(&slot(registry))?;
         let entry = CacheEntry::decode(&bytes)?;
+        if entry.expires_at <= now_secs() {
+            self.forget(registry);
+            return None;
+        }
         (entry.key == key).then_some(entry)
     }
 
@@ -330,6 +336,25 @@ impl<B> CachingBackend<B> {
     }
 }
 
+impl<B: CredentialBackend> CachingBackend<B> {
+    /// Runs a write to the registry's secret under its single-flight lock, then drops its
+    /// cached entry: a `get` fetching the old secret meanwhile finishes (and caches) before
+    /// the write, never after the entry was dropped.
+    fn write_through(
+        &self,
+        registry: &RegistryHost,
+        write: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let Some(cache) = &self.cache else {
+            return write();
+        };
+        let _flight = cache.single_flight(registry, self.deadline)?;
+        let result = write();
+        cache.forget(registry);
+        result
+    }
+}
+
 impl<B: CredentialBackend> CredentialBackend for CachingBackend<B> {
     fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched> {
         let Some(cache) = &self.cache else {
@@ -337,54 +362,43 @@ impl<B: CredentialBackend> CredentialBackend for CachingBackend<B> {
         };
         let key = cache_key(registry, source, &self.aws_identity);
         let fresh = |entry: &CacheEntry| entry.fresh_until > now_secs();
-        if let Some(entry) = cache.lookup(registry, &key).filter(fresh) {
+        let cached = cache.lookup(registry, &key);
+        if let Some(entry) = cached.as_ref().filter(|e| fresh(e)) {
             tracing::debug!(%registry, "cache hit");
             return Ok(entry.to_fetched());
         }
-        let _flight = cache.single_flight(registry, self.deadline)?;
-        // Whoever held the lock before us may have fetched it meanwhile.
-        let previous = cache.lookup(registry, &key);
-        if let Some(entry) = previous.as_ref().filter(|e| fresh(e)) {
-            tracing::debug!(%registry, "cache hit after waiting for another fetch");
-            return Ok(entry.to_fetched());
-        }
-        tracing::debug!(%registry, "cache miss");
-        match self.inner.fetch(registry, source) {
-            Ok(fetched) => {
-                if let Some((fresh_until, expires_at)) =
-                    freshness(source, fetched.expires_at, SystemTime::now(), self.ssm_ttl)
-                {
-                    cache.save(
-                        registry,
-                        &CacheEntry {
-                            key,
-                            username: fetched.username.clone(),
-                            secret: fetched.secret.clone(),
-                            fresh_until,
-                            expires_at,
-                        },
-                    );
+        let result = match cache.single_flight(registry, self.deadline) {
+            Ok(_flight) => {
+                // Whoever held the lock before us may have fetched it meanwhile.
+                let previous = cache.lookup(registry, &key);
+                if let Some(entry) = previous.as_ref().filter(|e| fresh(e)) {
+                    tracing::debug!(%registry, "cache hit after waiting for another fetch");
+                    return Ok(entry.to_fetched());
                 }
-                Ok(fetched)
+                tracing::debug!(%registry, "cache miss");
+                let fetched = self.inner.fetch(registry, source);
+                if let Ok(fetched) = &fetched {
+                    let now = SystemTime::now();
+                    if let Some((fresh_until, expires_at)) =
+                        freshness(source, fetched.expires_at, now, self.ssm_ttl)
+                    {
+                        cache.save(
+                            registry,
+                            &CacheEntry {
+                                key,
+                                username: fetched.username.clone(),
+                                secret: fetched.secret.clone(),
+                                fresh_until,
+                                expires_at,
+                            },
+                        );
+                    }
+                }
+                fetched.map_err(|err| (err, previous))
             }
-            // An ECR token that is still valid beats a failed pull; SSM secrets are never
-            // served stale, since a rotation may be why the fetch is happening.
-            Err(err) => match previous {
-                Some(entry)
-                    if matches!(source, CredentialSource::Ecr(_))
-                        && entry.expires_at > now_secs() + STALE_GRACE.as_secs() =>
-                {
-                    let mut fetched = entry.to_fetched();
-                    fetched.warning = Some(format!(
-                        "warning: refreshing the ECR token failed; using the cached one, valid for {} more minutes ({})",
-                        (entry.expires_at - now_secs()) / 60,
-                        crate::protocol::one_line(&format!("{err:#}"))
-                    ));
-                    Ok(fetched)
-                }
-                _ => Err(err),
-            },
-        }
+            Err(err) => Err((err, cached)),
+        };
+        result.or_else(|(err, previous)| serve_stale(source, previous, err))
     }
 
     fn put_secret(
@@ -394,19 +408,38 @@ impl<B: CredentialBackend> CredentialBackend for CachingBackend<B> {
         secret: &Secret<String>,
         options: &PutOptions,
     ) -> anyhow::Result<()> {
-        let result = self.inner.put_secret(registry, location, secret, options);
-        if let Some(cache) = &self.cache {
-            cache.forget(registry);
-        }
-        result
+        self.write_through(registry, || {
+            self.inner.put_secret(registry, location, secret, options)
+        })
     }
 
     fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()> {
-        let result = self.inner.delete_secret(registry, location);
-        if let Some(cache) = &self.cache {
-            cache.forget(registry);
+        self.write_through(registry, || self.inner.delete_secret(registry, location))
+    }
+}
+
+/// When fetching failed (or waiting for another fetch ran out of time): an ECR token that
+/// is still valid beats a failed pull. SSM secrets are never served stale, since a
+/// rotation may be why the fetch is happening.
+fn serve_stale(
+    source: &CredentialSource,
+    previous: Option<CacheEntry>,
+    err: anyhow::Error,
+) -> anyhow::Result<Fetched> {
+    match previous {
+        Some(entry)
+            if matches!(source, CredentialSource::Ecr(_))
+                && entry.expires_at > now_secs() + STALE_GRACE.as_secs() =>
+        {
+            let mut fetched = entry.to_fetched();
+            fetched.warning = Some(format!(
+                "warning: refreshing the ECR token failed; using the cached one, valid for {} more minutes ({})",
+                (entry.expires_at - now_secs()) / 60,
+                crate::protocol::one_line(&format!("{err:#}"))
+            ));
+            Ok(fetched)
         }
-        result
+        _ => Err(err),
     }
 }
 

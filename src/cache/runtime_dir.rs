@@ -36,8 +36,11 @@ pub fn memory_backed(path: &Path) -> bool {
 /// A directory only `uid` can use: created 0700, or existing, owned by `uid`, not a symlink,
 /// and not open to group or others. Anything else may be someone else's trap.
 pub fn private_dir(dir: &Path, uid: u32) -> Option<PathBuf> {
-    if !dir.exists() {
-        fs::DirBuilder::new().mode(0o700).create(dir).ok()?;
+    // Many processes start cold together: losing the race to create it is fine.
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
     }
     let meta = fs::symlink_metadata(dir).ok()?;
     let private = meta.is_dir() && meta.uid() == uid && meta.permissions().mode() & 0o077 == 0;
@@ -85,7 +88,7 @@ impl SlotStore for RuntimeDir {
                 fs::remove_file(&path)?;
             }
         }
-        atomic_file::replace(&path, bytes.expose(), 0o600)
+        atomic_file::replace_private(&path, bytes.expose())
     }
 
     fn remove(&self, slot: &str) {
@@ -95,8 +98,10 @@ impl SlotStore for RuntimeDir {
     fn clear(&self) -> anyhow::Result<usize> {
         let mut removed = 0;
         for entry in fs::read_dir(&self.dir)?.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "json") && fs::remove_file(&path).is_ok() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Entries, and the temporary files of writes that were killed halfway.
+            let ours = name.ends_with(".json") || name.contains(".json.tmp-");
+            if ours && fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }

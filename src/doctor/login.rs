@@ -22,7 +22,12 @@ pub enum LoginResult {
     Accepted,
     /// The registry serves /v2/ without a login, so the credential was not exercised.
     Anonymous,
+    /// 401 or 403: the registry does not accept this username and secret.
     Refused {
+        status: u16,
+    },
+    /// Anything else (404, 5xx): the registry or its token service is the problem.
+    Failed {
         status: u16,
     },
 }
@@ -164,13 +169,12 @@ pub async fn login(
             .await
             .with_context(|| format!("cannot reach {base}"))?,
     };
-    if answer.status().is_success() {
-        Ok(LoginResult::Accepted)
-    } else {
-        Ok(LoginResult::Refused {
-            status: answer.status().as_u16(),
-        })
-    }
+    let status = answer.status().as_u16();
+    Ok(match status {
+        200..=299 => LoginResult::Accepted,
+        401 | 403 => LoginResult::Refused { status },
+        _ => LoginResult::Failed { status },
+    })
 }
 
 #[cfg(test)]

@@ -247,6 +247,12 @@ fn checks(env: &Environment, args: &Args) -> Vec<Check> {
                 format!("the registry refused {} with this secret (HTTP {status}): an expired or revoked token, a wrong username, or a registry host that doesn't match where the image lives", fetched.username),
             )
             .fix(fix_hint),
+            Ok(LoginResult::Failed { status }) => check(
+                name,
+                Status::Fail,
+                format!("the registry answered HTTP {status} to the login, which says nothing about the secret"),
+            )
+            .fix("check the registry host and the registry's health; retry later"),
             Err(err) => check(name, Status::Fail, format!("{err:#}"))
                 .fix("check network access to the registry, and its CA (--ca-file or /etc/docker/certs.d/HOST/ca.crt)"),
         });

@@ -244,3 +244,30 @@ fn a_valid_cached_ecr_token_is_served_when_refreshing_fails() {
     assert_eq!(run.code, Some(1), "{run:?}");
     assert!(run.stdout.contains("AccessDeniedException"), "{run:?}");
 }
+
+#[test]
+fn a_get_racing_store_never_re_caches_the_old_secret() {
+    let aws = AwsFixture::start();
+    let mut helper = Helper::new(&aws);
+    helper.set("AWS_REGION", BOX_REGION);
+    helper.write_config(r#"{"credentials":[],"cache":{"ssm_seconds":3600}}"#);
+    let host = format!("{}.example", unique("race"));
+    let store = |secret: &str| {
+        let request = serde_json::json!({"ServerURL": host, "Username": "u", "Secret": secret});
+        let run = helper.run(&["store"], &request.to_string());
+        assert_eq!(run.code, Some(0), "{run:?}");
+    };
+    store("secret-0");
+    for round in 1..=5 {
+        let new = format!("secret-{round}");
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| helper.run(&["get"], &host));
+            }
+            store(&new);
+        });
+        // Whatever the racing gets did, the first get after store sees the new secret.
+        let run = helper.run(&["get"], &host);
+        assert!(run.stdout.contains(&new), "round {round}: {run:?}");
+    }
+}
