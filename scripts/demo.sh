@@ -17,7 +17,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s==> %s%s\n' "$bold" "$*" "$plain"; }
 
 if [ -z "$binary" ]; then
     step "Building docker-credential-slothbox (cargo build --release --locked)"
