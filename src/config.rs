@@ -447,6 +447,7 @@ pub fn read_config_text(path: &Path) -> anyhow::Result<String> {
             path.display()
         )
     })?;
+    trust_file(&file, path)?;
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
@@ -458,6 +459,34 @@ pub fn read_config_text(path: &Path) -> anyhow::Result<String> {
         );
     }
     Ok(text)
+}
+
+/// The file decides which host gets which secret, so, like ssh with its config, we refuse
+/// one that another user could have edited: writable by group or others, or owned by
+/// someone other than root or us. Checked on the open file, so it cannot be swapped after.
+fn trust_file(file: &std::fs::File, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot inspect credentials file {}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "credentials file {} is group- or world-writable (mode {mode:04o}), so someone else could redirect your credentials; run chmod go-w {}",
+            path.display(),
+            path.display()
+        );
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    if meta.uid() != 0 && meta.uid() != uid {
+        bail!(
+            "credentials file {} belongs to uid {}, not to you or root, so it cannot be trusted; chown it or set SLOTHBOX_CONFIG to your own",
+            path.display(),
+            meta.uid()
+        );
+    }
+    Ok(())
 }
 
 fn validate_entry(
@@ -662,6 +691,22 @@ mod tests {
         }
         let err = error(r#"{"credentials":[{"id":"a","type":"password","registry":"ghcr.io"}]}"#);
         assert!(err.contains("unknown variant `password`"), "{err}");
+    }
+
+    #[test]
+    fn a_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials.json");
+        std::fs::write(&path, r#"{"credentials":[]}"#).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Config::load(&path).is_ok());
+        for mode in [0o664, 0o646, 0o666] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains("chmod go-w"), "{err}");
+            assert!(err.contains(&format!("{mode:04o}")), "{err}");
+        }
     }
 
     #[test]

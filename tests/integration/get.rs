@@ -331,3 +331,19 @@ fn imds_down_names_the_credentials_source() {
         .collect();
     assert_eq!(written, vec![std::ffi::OsString::from("credentials.json")]);
 }
+
+#[test]
+fn a_credentials_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let aws = AwsFixture::shared();
+    let helper = Helper::new(aws);
+    helper.write_config(&token_config("ghcr.io", "/x", ""));
+    std::fs::set_permissions(helper.config_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    // Someone could have pointed quay.io at another registry's secret: fail, for any host.
+    for host in ["ghcr.io", "quay.io"] {
+        let run = helper.run(&["get"], host);
+        assert_eq!(run.code, Some(1), "{run:?}");
+        assert_ne!(run.stdout, NOT_FOUND);
+        assert!(run.stdout.contains("chmod go-w"), "{run:?}");
+    }
+}
