@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-test-deps.sh
-if ! command -v docker-credential-ecr-login >/dev/null; then
-    [ "$(id -u)" -eq 0 ] || { echo "bench: install amazon-ecr-credential-helper" >&2; exit 1; }
+need=()
+command -v docker-credential-ecr-login >/dev/null || need+=(amazon-ecr-credential-helper)
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "bench: install ${need[*]}" >&2; exit 1; }
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends amazon-ecr-credential-helper >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 cargo build --release --locked
 exec python3 bench/bench.py "$@"

@@ -40,13 +40,16 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 step "Starting the emulated AWS account (moto), its fault proxy and the box's IMDS"
 mkfifo "$work/aws.out"
 python3 tests/fixtures/aws_fixture.py >"$work/aws.out" &
 AWS_FIX_PID=$!
 read -r aws_urls <"$work/aws.out"
-json() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+# A field of a JSON document; the document goes through stdin (printf is a builtin, so
+# nothing lands in a process argument: the registry document holds its password).
+json() { printf '%s' "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
 aws_endpoint="$(json "$aws_urls" aws)"
 imds_endpoint="$(json "$aws_urls" imds)"
 moto_endpoint="$(json "$aws_urls" moto)"
@@ -82,6 +85,8 @@ step "Configuring the box: the credentials file and docker's credHelpers"
 export HOME="$work/home" DOCKER_CONFIG="$work/home/.docker" XDG_RUNTIME_DIR="$work/run"
 export SLOTHBOX_CONFIG="$HOME/.config/slothbox/credentials.json"
 export AWS_ENDPOINT_URL="$aws_endpoint" AWS_EC2_METADATA_SERVICE_ENDPOINT="$imds_endpoint"
+# The demo leaves nothing behind, not even a cached answer in the keyring.
+export SLOTHBOX_CACHE=off
 unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_PROFILE AWS_REGION AWS_DEFAULT_REGION
 mkdir -p "$DOCKER_CONFIG" "$(dirname "$SLOTHBOX_CONFIG")" "$XDG_RUNTIME_DIR"
 cat >"$SLOTHBOX_CONFIG" <<JSON
@@ -109,7 +114,7 @@ skopeo copy --quiet --src-cert-dir "$cert_dir" "docker://$image" "dir:$work/pull
 ls "$work/pulled"
 
 step "No secret on disk: docker's config holds only the credHelpers entry"
-if grep -rqF "$(json "$registry_doc" password)" "$HOME"; then
+if json "$registry_doc" password | grep -rqF -f - "$HOME"; then
     echo "the password was found under $HOME" >&2; exit 1
 fi
 echo "grep for the password under $HOME: nothing found"

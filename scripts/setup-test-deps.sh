@@ -7,7 +7,8 @@ need_apt=()
 command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
-command -v docker >/dev/null || need_apt+=(docker-cli)
+# Debian ships the docker CLI only inside docker.io (which also brings an engine we never start).
+command -v docker >/dev/null || need_apt+=(docker.io)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -20,9 +21,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import moto.server, werkzeug' 2>/dev/null; then
-    echo "setup: pip install -r tests/requirements.txt" >&2
-    python3 -m pip install -q -r "$(dirname "$0")/../tests/requirements.txt"
+requirements="$(dirname "$0")/../tests/requirements.txt"
+wanted_moto="$(sed -n 's/^moto\[server\]==//p' "$requirements")"
+if [ "$(python3 -c 'import moto.server, werkzeug, moto; print(moto.__version__)' 2>/dev/null)" != "$wanted_moto" ]; then
+    echo "setup: pip install -r tests/requirements.txt (moto $wanted_moto)" >&2
+    # A Debian-managed python refuses plain pip installs; this machine is a test box.
+    python3 -m pip install -q -r "$requirements" 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages -r "$requirements"
 fi
 
 for tool in skopeo docker-registry htpasswd docker python3; do

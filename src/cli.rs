@@ -73,8 +73,8 @@ pub fn run(
             aws(config, env)
         }),
         "cache clear" => clear_cache(env, &mut stdout),
-        "store" => crate::store::store(env, stdin, |config| aws_for_write(config, env)),
-        "erase" => crate::store::erase(env, stdin, |config| aws_for_write(config, env)),
+        "store" => crate::store::store(env, stdin, |config| aws(config, env)),
+        "erase" => crate::store::erase(env, stdin, |config| aws(config, env)),
         "list" => list(env, &mut stdout),
         "version" | "--version" | "-v" => {
             writeln!(stdout, "{}", protocol::version_line()).map_err(|e| io_failure(e.into()))
@@ -147,32 +147,13 @@ fn aws(config: &Config, env: &Environment) -> CachingBackend<AwsBackend> {
     )
 }
 
-/// For `store` and `erase`: the cache is opened even when turned off for this run, so that
-/// an entry cached by an earlier run is dropped and never outlives the secret it copied.
-fn aws_for_write(config: &Config, env: &Environment) -> CachingBackend<AwsBackend> {
-    aws(&with_cache_on(config.clone()), env)
-}
-
-/// A cache turned off still has entries from runs that had it on; to drop those, open it.
-fn with_cache_on(mut config: Config) -> Config {
-    if config.cache.store == crate::config::CacheStoreChoice::Off {
-        config.cache.store = crate::config::CacheStoreChoice::Auto;
-    }
-    config
-}
-
 /// `cache clear`: drop every cached answer of this user.
 fn clear_cache(env: &Environment, mut stdout: impl Write) -> Result<(), HelperError> {
-    let config = with_cache_on(env.load_config()?);
-    let line = match Cache::open(&config.cache, env) {
-        None => "no cache store in use; nothing to clear".to_string(),
-        Some(cache) => {
-            let removed = cache
-                .clear()
-                .map_err(|e| anyhow::anyhow!("cannot clear the cache: {e}"))?;
-            format!("removed {removed} cached entries from {}", cache.describe())
-        }
-    };
+    let config = env.load_config()?;
+    let removed = Cache::open(&config.cache, env)
+        .clear()
+        .map_err(|e| anyhow::anyhow!("cannot clear the cache: {e}"))?;
+    let line = format!("removed {removed} cached entries");
     writeln!(stdout, "{line}").map_err(|e| io_failure(e.into()))
 }
 

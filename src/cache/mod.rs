@@ -39,7 +39,11 @@ pub trait SlotStore {
 }
 
 pub struct Cache {
-    store: Box<dyn SlotStore>,
+    /// Every store an entry of this user could be in, whatever this run's settings: `store`,
+    /// `erase` and `cache clear` reach them all, so no copy outlives its secret.
+    stores: Vec<Box<dyn SlotStore>>,
+    /// The one this run reads and fills; `None` when caching is off or unavailable.
+    active: Option<usize>,
     lock_dir: Option<PathBuf>,
 }
 
@@ -60,53 +64,83 @@ fn runtime_dirs(env: &Environment, uid: u32) -> Vec<PathBuf> {
         .collect()
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Keyring,
+    RuntimeDir,
+    Directory,
+}
+
 impl Cache {
-    /// Picks the store the settings allow; `None` means no caching this run.
-    pub fn open(settings: &CacheSettings, env: &Environment) -> Option<Cache> {
+    /// Finds the stores and picks the one the settings allow.
+    pub fn open(settings: &CacheSettings, env: &Environment) -> Cache {
         let uid = uid();
-        let in_runtime_dir = || {
-            runtime_dirs(env, uid).into_iter().find_map(|dir| {
-                runtime_dir::RuntimeDir::open(&dir.join(format!("slothbox-{uid}")), uid)
-            })
-        };
-        let store: Option<Box<dyn SlotStore>> = match (&settings.directory, settings.store) {
-            (_, CacheStoreChoice::Off) => None,
-            (Some(dir), _) => {
-                runtime_dir::RuntimeDir::open(dir, uid).map(|s| Box::new(s) as Box<dyn SlotStore>)
+        let mut stores: Vec<(Kind, Box<dyn SlotStore>)> = Vec::new();
+        if let Some(dir) = &settings.directory {
+            if let Some(store) = runtime_dir::RuntimeDir::open(dir, uid) {
+                stores.push((Kind::Directory, Box::new(store)));
             }
-            (None, CacheStoreChoice::Keyring) => {
-                keyring::Keyring::open().map(|k| Box::new(k) as Box<dyn SlotStore>)
-            }
-            (None, CacheStoreChoice::RuntimeDir) => {
-                in_runtime_dir().map(|s| Box::new(s) as Box<dyn SlotStore>)
-            }
-            (None, CacheStoreChoice::Auto) => keyring::Keyring::open()
-                .map(|k| Box::new(k) as Box<dyn SlotStore>)
-                .or_else(|| in_runtime_dir().map(|s| Box::new(s) as Box<dyn SlotStore>)),
+        }
+        if let Some(keyring) = keyring::Keyring::open() {
+            stores.push((Kind::Keyring, Box::new(keyring)));
+        }
+        let in_runtime_dir = runtime_dirs(env, uid).into_iter().find_map(|dir| {
+            runtime_dir::RuntimeDir::open(&dir.join(format!("slothbox-{uid}")), uid)
+        });
+        if let Some(store) = in_runtime_dir {
+            stores.push((Kind::RuntimeDir, Box::new(store)));
+        }
+        let wanted: &[Kind] = match (&settings.directory, settings.store) {
+            (_, CacheStoreChoice::Off) => &[],
+            (Some(_), _) => &[Kind::Directory],
+            (None, CacheStoreChoice::Keyring) => &[Kind::Keyring],
+            (None, CacheStoreChoice::RuntimeDir) => &[Kind::RuntimeDir],
+            (None, CacheStoreChoice::Auto) => &[Kind::Keyring, Kind::RuntimeDir],
         };
-        let Some(store) = store else {
-            tracing::debug!(choice = ?settings.store, "no cache store available: every get asks AWS");
-            return None;
-        };
-        tracing::debug!(store = %store.describe(), "cache store in use");
-        Some(Cache {
-            store,
+        let active = wanted
+            .iter()
+            .find_map(|kind| stores.iter().position(|(k, _)| k == kind));
+        match active {
+            Some(i) => tracing::debug!(store = %stores[i].1.describe(), "cache store in use"),
+            None => {
+                tracing::debug!(choice = ?settings.store, "no cache store in use: every get asks AWS")
+            }
+        }
+        Cache {
+            stores: stores.into_iter().map(|(_, store)| store).collect(),
+            active,
             lock_dir: lock_dir(env, uid),
-        })
+        }
+    }
+
+    fn active(&self) -> Option<&dyn SlotStore> {
+        self.active.map(|i| self.stores[i].as_ref())
+    }
+
+    pub fn is_caching(&self) -> bool {
+        self.active.is_some()
     }
 
     pub fn describe(&self) -> String {
-        self.store.describe()
+        match self.active() {
+            Some(store) => store.describe(),
+            None => "no cache".to_string(),
+        }
     }
 
+    /// Empties every store; returns how many entries went.
     pub fn clear(&self) -> anyhow::Result<usize> {
-        self.store.clear()
+        let mut removed = 0;
+        for store in &self.stores {
+            removed += store.clear()?;
+        }
+        Ok(removed)
     }
 
     /// The entry for `key`, unless it has expired; an expired one is removed on sight, so
     /// a secret does not outlive its credential in a store without timeouts of its own.
     fn lookup(&self, registry: &RegistryHost, key: &str) -> Option<CacheEntry> {
-        let bytes = self.store.read(&slot(registry))?;
+        let bytes = self.active()?.read(&slot(registry))?;
         let entry = CacheEntry::decode(&bytes)?;
         if entry.expires_at <= now_secs() {
             self.forget(registry);
@@ -116,18 +150,24 @@ impl Cache {
     }
 
     fn save(&self, registry: &RegistryHost, entry: &CacheEntry) {
+        let Some(store) = self.active() else {
+            return;
+        };
         let lifetime = Duration::from_secs(entry.expires_at.saturating_sub(now_secs()));
-        if let Err(err) = self.store.write(&slot(registry), &entry.encode(), lifetime) {
+        if let Err(err) = store.write(&slot(registry), &entry.encode(), lifetime) {
             tracing::debug!(%registry, error = %err, "could not cache the answer");
         }
     }
 
+    /// Drops the registry's entry from every store.
     fn forget(&self, registry: &RegistryHost) {
-        self.store.remove(&slot(registry));
+        for store in &self.stores {
+            store.remove(&slot(registry));
+        }
     }
 
-    /// Waits, until `deadline`, to be the one process fetching `registry`. The lock is the
-    /// kernel's, so a holder that crashed releases it at once.
+    /// Waits, until `deadline`, to be the one process fetching or writing `registry`. The
+    /// lock is the kernel's, so a holder that crashed releases it at once.
     fn single_flight(
         &self,
         registry: &RegistryHost,
@@ -312,7 +352,7 @@ pub fn freshness(
 /// misses make one call, and `store`/`erase` drop the registry's entry.
 pub struct CachingBackend<B> {
     inner: B,
-    cache: Option<Cache>,
+    cache: Cache,
     aws_identity: String,
     ssm_ttl: Duration,
     deadline: Instant,
@@ -321,7 +361,7 @@ pub struct CachingBackend<B> {
 impl<B> CachingBackend<B> {
     pub fn new(
         inner: B,
-        cache: Option<Cache>,
+        cache: Cache,
         aws_identity: String,
         ssm_ttl: Duration,
         deadline: Instant,
@@ -345,21 +385,19 @@ impl<B: CredentialBackend> CachingBackend<B> {
         registry: &RegistryHost,
         write: impl FnOnce() -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
-        let Some(cache) = &self.cache else {
-            return write();
-        };
-        let _flight = cache.single_flight(registry, self.deadline)?;
+        let _flight = self.cache.single_flight(registry, self.deadline)?;
         let result = write();
-        cache.forget(registry);
+        self.cache.forget(registry);
         result
     }
 }
 
 impl<B: CredentialBackend> CredentialBackend for CachingBackend<B> {
     fn fetch(&self, registry: &RegistryHost, source: &CredentialSource) -> anyhow::Result<Fetched> {
-        let Some(cache) = &self.cache else {
+        let cache = &self.cache;
+        if !cache.is_caching() {
             return self.inner.fetch(registry, source);
-        };
+        }
         let key = cache_key(registry, source, &self.aws_identity);
         let fresh = |entry: &CacheEntry| entry.fresh_until > now_secs();
         let cached = cache.lookup(registry, &key);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::store::files_containing;
-use crate::support::{unique, AwsFixture, Helper, Run, BOX_REGION};
+use crate::support::{keyring_lock, unique, AwsFixture, Helper, Run, BOX_REGION};
 
 fn ssm_config(registry: &str, parameter: &str, cache: &str) -> String {
     format!(
@@ -27,11 +27,14 @@ fn concurrent_gets(helper: &Helper, host: &str, n: usize) -> Vec<Run> {
 
 #[test]
 fn fifty_concurrent_cold_gets_make_one_upstream_call_each() {
+    let _keyring = keyring_lock();
     let aws = AwsFixture::start();
     let ssm_host = format!("{}.example", unique("flight"));
     let parameter = format!("/slothbox/registry-credentials/{}", unique("flight"));
     aws.put_secret(BOX_REGION, &parameter, "flight-secret");
-    let helper = Helper::new(&aws);
+    let mut helper = Helper::new(&aws);
+    // The default store on a box; 50 processes starting at once on 2 cores need time.
+    helper.with_keyring().set("SLOTHBOX_DEADLINE_SECONDS", "30");
     helper.write_config(&ssm_config(&ssm_host, &parameter, ""));
     let runs = concurrent_gets(&helper, &ssm_host, 50);
     for run in &runs {
@@ -62,11 +65,13 @@ fn fifty_concurrent_cold_gets_make_one_upstream_call_each() {
 
 #[test]
 fn a_cache_hit_needs_no_network_at_all() {
+    let _keyring = keyring_lock();
     let aws = AwsFixture::start();
     let host = format!("{}.example", unique("offline"));
     let parameter = "/slothbox/registry-credentials/offline";
     aws.put_secret(BOX_REGION, parameter, "offline-secret");
-    let helper = Helper::new(&aws);
+    let mut helper = Helper::new(&aws);
+    helper.with_keyring();
     helper.write_config(&ssm_config(&host, parameter, ""));
     assert_eq!(helper.run(&["get"], &host).code, Some(0));
     let ecr = "310987654321.dkr.ecr.eu-west-1.amazonaws.com";
@@ -91,7 +96,7 @@ fn a_cache_hit_needs_no_network_at_all() {
 
 #[test]
 fn expiry_and_ttl_send_the_next_get_upstream() {
-    let aws = AwsFixture::start_with(&[("FIXTURE_ECR_TTL", "8")]);
+    let aws = AwsFixture::start_with(&[("FIXTURE_ECR_TTL", "12")]);
     let host = format!("{}.example", unique("ttl"));
     let parameter = "/slothbox/registry-credentials/ttl";
     aws.put_secret(BOX_REGION, parameter, "ttl-secret");
@@ -107,9 +112,9 @@ fn expiry_and_ttl_send_the_next_get_upstream() {
         assert_eq!(helper.run(&["get"], &host).code, Some(0));
         assert_eq!(helper.run(&["get"], ecr).code, Some(0));
     }
-    // The 8 s token refreshes at half-life; the second get above was a hit.
+    // The 12 s token refreshes at half-life; the second get above was a hit.
     assert_eq!(aws.calls().get(token), Some(&1));
-    std::thread::sleep(std::time::Duration::from_millis(4_500));
+    std::thread::sleep(std::time::Duration::from_millis(6_500));
     assert_eq!(helper.run(&["get"], &host).code, Some(0));
     assert_eq!(helper.run(&["get"], ecr).code, Some(0));
     let calls = aws.calls();
@@ -119,6 +124,8 @@ fn expiry_and_ttl_send_the_next_get_upstream() {
 
 #[test]
 fn store_invalidates_and_clear_empties() {
+    // cache clear empties every store, the shared keyring included.
+    let _keyring = keyring_lock();
     let aws = AwsFixture::start();
     let mut helper = Helper::new(&aws);
     helper.set("AWS_REGION", BOX_REGION);
@@ -258,15 +265,18 @@ fn a_get_racing_store_never_re_caches_the_old_secret() {
         assert_eq!(run.code, Some(0), "{run:?}");
     };
     store("secret-0");
-    for round in 1..=5 {
+    // Every GetParameter takes half a second, so a get is surely fetching the old secret
+    // while the store below runs; without the registry lock it would cache it afterwards.
+    aws.fault("AmazonSSM.GetParameter", "delay", -1);
+    for round in 1..=3 {
         let new = format!("secret-{round}");
         std::thread::scope(|scope| {
-            for _ in 0..8 {
-                scope.spawn(|| helper.run(&["get"], &host));
-            }
+            let racing = scope.spawn(|| helper.run(&["get"], &host));
+            std::thread::sleep(std::time::Duration::from_millis(150));
             store(&new);
+            let raced = racing.join().unwrap();
+            assert_eq!(raced.code, Some(0), "{raced:?}");
         });
-        // Whatever the racing gets did, the first get after store sees the new secret.
         let run = helper.run(&["get"], &host);
         assert!(run.stdout.contains(&new), "round {round}: {run:?}");
     }

@@ -179,7 +179,9 @@ fn docker_login_and_logout_keep_the_secret_in_ssm_only() {
             "auths holds the secret: {config}"
         );
     }
+    // docker login kept our credHelpers entry and did not fall back to its own store.
     assert_eq!(config["credHelpers"][&registry.registry], "slothbox");
+    assert!(config.get("credsStore").is_none(), "{config}");
 
     // The stored credential pulls.
     let run = env.skopeo_inspect(registry);

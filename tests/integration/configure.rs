@@ -240,6 +240,18 @@ fn killing_configure_never_leaves_a_broken_docker_config() {
         );
     }
     eprintln!("{completed} of {kills} configure runs finished before their kill");
+    assert!(completed < kills, "no configure was ever interrupted");
+    assert!(
+        completed > 0,
+        "every configure was killed early; the window missed the write"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    // A killed write may leave its temporary file (it holds no secret); never a broken config.
+    eprintln!("{} temporary files left by killed writes", leftovers.len());
 }
 
 fn doctor_world(secret: Option<&str>) -> (Helper, &'static RegistryFixture, String) {

@@ -20,7 +20,8 @@ fn ssm_case(mode: &str, count: i64, deadline: &str) -> (Run, String) {
     ));
     helper.set("SLOTHBOX_DEADLINE_SECONDS", deadline);
     helper.set("SLOTHBOX_CACHE", "off");
-    aws.fault_matching(GET_PARAMETER, mode, count, Some(&id));
+    // Matched with its closing quote: fault-P-1 must not also hit fault-P-12.
+    aws.fault_matching(GET_PARAMETER, mode, count, Some(&format!("{id}\"")));
     (helper.run(&["get"], &registry), registry)
 }
 
@@ -49,8 +50,10 @@ fn assert_failure(run: &Run, registry: &str, deadline_s: f64, needles: &[&str]) 
     for needle in needles {
         assert!(run.stdout.contains(needle), "missing {needle:?}: {run:?}");
     }
+    // Process start and a busy emulator on 2 cores get 5 s of slack; the failures that must
+    // come at once use deadline_s 1 against a 10 s deadline, so retrying would still show.
     assert!(
-        run.elapsed.as_secs_f64() < deadline_s + 2.5,
+        run.elapsed.as_secs_f64() < deadline_s + 5.0,
         "took {:?} against a {deadline_s} s deadline: {run:?}",
         run.elapsed
     );

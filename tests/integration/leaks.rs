@@ -2,7 +2,7 @@
 //! trace logging, and stderr, the answers' error text and every file are searched for it.
 
 use crate::store::files_containing;
-use crate::support::{AwsFixture, Helper, Run, BOX_REGION};
+use crate::support::{keyring_lock, AwsFixture, Helper, Run, BOX_REGION};
 
 const CANARY: &str = "ghp_CANARYsecret0123456789abcdef";
 const AWS_SECRETS: &[&str] = &["fixture-secret-access-key", "fixture-session-token"];
@@ -23,8 +23,9 @@ fn assert_clean(run: &Run, what: &str) {
 
 #[test]
 fn no_action_or_failure_leaks_the_secret_at_trace_level() {
+    // It ends with cache clear, which empties every store, the shared keyring included.
+    let _keyring = keyring_lock();
     let aws = AwsFixture::start();
-    let runtime = tempfile::tempdir_in("/dev/shm").unwrap();
     let mut helper = Helper::new(&aws);
     helper.set("SLOTHBOX_LOG", "trace");
     helper.set("AWS_REGION", BOX_REGION);
@@ -54,9 +55,6 @@ fn no_action_or_failure_leaks_the_secret_at_trace_level() {
         &["store"],
         &store.replace(host, ""),
     );
-    helper.set("SLOTHBOX_CACHE", "runtime-dir");
-    helper.set("XDG_RUNTIME_DIR", &runtime.path().display().to_string());
-    go("get into the runtime-dir cache", &helper, &["get"], host);
     helper.set("SLOTHBOX_CACHE", "off");
     for mode in [
         "access_denied",
@@ -82,7 +80,9 @@ fn no_action_or_failure_leaks_the_secret_at_trace_level() {
         &["get"],
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
     );
-    helper.set("SLOTHBOX_CACHE", "auto");
+    helper.set("SLOTHBOX_CACHE", "runtime-dir");
+    go("get into the runtime-dir cache", &helper, &["get"], host);
+    let cached = files_containing(helper.runtime.path(), CANARY).len();
     go("erase", &helper, &["erase"], host);
     go("cache clear", &helper, &["cache", "clear"], "");
 
@@ -101,6 +101,10 @@ fn no_action_or_failure_leaks_the_secret_at_trace_level() {
         "logging wrote nothing about the calls, so this test proved nothing"
     );
     assert!(files_containing(helper.home.path(), CANARY).is_empty());
-    // The runtime-dir cache is memory-backed and is the one place the secret may rest.
-    assert_eq!(files_containing(runtime.path(), CANARY).len(), 1);
+    // The memory-backed cache is the one place the secret may rest, and erase empties it.
+    assert_eq!(
+        cached, 1,
+        "the cache held no entry, so erase proved nothing"
+    );
+    assert!(files_containing(helper.runtime.path(), CANARY).is_empty());
 }

@@ -106,6 +106,9 @@ fn ecr_store_and_erase_succeed_without_writing() {
     let run = helper.run(&["store"], &store_request(host, "AWS", "ecr-password"));
     assert_eq!((run.code, run.stdout.as_str()), (Some(0), ""), "{run:?}");
     assert!(!helper.config_path().exists());
+    let parameter = format!("/slothbox/registry-credentials/{}", host.replace(':', "_"));
+    assert_eq!(ssm_value(aws, &parameter), None, "ECR store wrote to SSM");
+    assert!(files_containing(helper.home.path(), "ecr-password").is_empty());
     let run = helper.run(&["erase"], host);
     assert_eq!((run.code, run.stdout.as_str()), (Some(0), ""), "{run:?}");
 }
@@ -193,7 +196,8 @@ fn killing_store_at_random_points_never_leaves_a_broken_file() {
         assert_eq!(again.code, Some(0), "{again:?}");
         timed.elapsed = timed.elapsed.min(again.elapsed);
     }
-    let window = timed.elapsed.as_micros() as u64 * 5 / 4;
+    // Twice the fastest run: on a busy machine runs are slower, and some must still finish.
+    let window = timed.elapsed.as_micros() as u64 * 2;
     eprintln!("an uninterrupted store took {:?}", timed.elapsed);
     let mut completed = 0;
     let kills = 60;

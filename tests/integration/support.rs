@@ -188,7 +188,18 @@ fn http(url: &str, post: Option<&str>) -> String {
 /// One helper installation: a HOME and credentials file of its own, pointed at a fixture.
 pub struct Helper {
     pub home: tempfile::TempDir,
+    /// A memory-backed runtime dir of this helper's own: its cache and single-flight locks
+    /// live there, so parallel tests never share a cache slot or a lock.
+    pub runtime: tempfile::TempDir,
     pub env: BTreeMap<String, String>,
+}
+
+/// The kernel keyring is one per user, shared by every test: tests that use it take this.
+pub fn keyring_lock() -> std::sync::MutexGuard<'static, ()> {
+    static KEYRING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    KEYRING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub struct Run {
@@ -224,7 +235,23 @@ impl Helper {
             "AWS_SHARED_CREDENTIALS_FILE".into(),
             dir("no-aws-credentials"),
         );
-        Helper { home, env }
+        let shm = Path::new("/dev/shm");
+        assert!(
+            slothbox::cache::is_memory_backed(shm),
+            "/dev/shm is not tmpfs on this machine; the tests keep each helper's cache there"
+        );
+        let runtime = tempfile::tempdir_in(shm).expect("runtime dir in /dev/shm");
+        env.insert(
+            "XDG_RUNTIME_DIR".into(),
+            runtime.path().display().to_string(),
+        );
+        env.insert("SLOTHBOX_CACHE".into(), "runtime-dir".into());
+        Helper { home, runtime, env }
+    }
+
+    /// Uses the kernel keyring, as a box does by default. Hold [`keyring_lock`] meanwhile.
+    pub fn with_keyring(&mut self) -> &mut Helper {
+        self.set("SLOTHBOX_CACHE", "keyring")
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -365,12 +392,7 @@ impl ClientEnv {
         let docker_config = root.join(".docker");
         let shim_dir = root.join("bin");
         let call_log = root.join("helper-calls.log");
-        for dir in [
-            &docker_config,
-            &shim_dir,
-            &root.join("run"),
-            &root.join(".config"),
-        ] {
+        for dir in [&docker_config, &shim_dir, &root.join(".config")] {
             std::fs::create_dir_all(dir).expect("create client dirs");
         }
         let helpers: serde_json::Map<String, serde_json::Value> = cred_helpers
@@ -398,7 +420,6 @@ impl ClientEnv {
         let path = format!("{}:{}", shim_dir.display(), helper.env["PATH"]);
         helper.set("PATH", &path);
         helper.set("DOCKER_CONFIG", &docker_config.display().to_string());
-        helper.set("XDG_RUNTIME_DIR", &root.join("run").display().to_string());
         helper.set(
             "XDG_CONFIG_HOME",
             &root.join(".config").display().to_string(),
