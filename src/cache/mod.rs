@@ -44,7 +44,9 @@ pub struct Cache {
     stores: Vec<Box<dyn SlotStore>>,
     /// The one this run reads and fills; `None` when caching is off or unavailable.
     active: Option<usize>,
-    lock_dir: Option<PathBuf>,
+    /// Where single-flight locks would go; created only when a lock is needed, so a cache
+    /// hit touches nothing.
+    runtime_dir: Option<PathBuf>,
 }
 
 fn uid() -> u32 {
@@ -109,7 +111,7 @@ impl Cache {
         Cache {
             stores: stores.into_iter().map(|(_, store)| store).collect(),
             active,
-            lock_dir: lock_dir(env, uid),
+            runtime_dir: env.runtime_dir.clone(),
         }
     }
 
@@ -173,7 +175,7 @@ impl Cache {
         registry: &RegistryHost,
         deadline: Instant,
     ) -> anyhow::Result<Option<File>> {
-        let Some(dir) = &self.lock_dir else {
+        let Some(dir) = lock_dir(self.runtime_dir.as_deref(), uid()) else {
             return Ok(None);
         };
         let path = dir.join(format!("{}.lock", slot(registry)));
@@ -203,15 +205,16 @@ impl Cache {
     }
 }
 
-fn lock_dir(env: &Environment, uid: u32) -> Option<PathBuf> {
-    let mut candidates: Vec<PathBuf> = env
-        .runtime_dir
-        .iter()
-        .chain(std::iter::once(&PathBuf::from(format!("/run/user/{uid}"))))
+fn lock_dir(runtime_dir: Option<&Path>, uid: u32) -> Option<PathBuf> {
+    let name = format!("slothbox-{uid}-locks");
+    let user_run = PathBuf::from(format!("/run/user/{uid}"));
+    let mut candidates: Vec<PathBuf> = runtime_dir
+        .into_iter()
+        .chain(std::iter::once(user_run.as_path()))
         .filter(|d| d.is_dir())
-        .map(|d| d.join(format!("slothbox-{uid}-locks")))
+        .map(|d| d.join(&name))
         .collect();
-    candidates.push(std::env::temp_dir().join(format!("slothbox-{uid}-locks")));
+    candidates.push(std::env::temp_dir().join(&name));
     candidates
         .iter()
         .find_map(|dir| runtime_dir::private_dir(dir, uid))
