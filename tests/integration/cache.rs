@@ -281,3 +281,42 @@ fn a_get_racing_store_never_re_caches_the_old_secret() {
         assert!(run.stdout.contains(&new), "round {round}: {run:?}");
     }
 }
+
+#[test]
+fn a_valid_ecr_token_is_served_when_another_fetch_holds_the_lock_too_long() {
+    use std::os::unix::fs::MetadataExt;
+    let aws = AwsFixture::start();
+    let mut helper = Helper::new(&aws);
+    helper.write_config(r#"{"credentials":[]}"#);
+    let ecr = "910987654321.dkr.ecr.eu-west-1.amazonaws.com";
+    let run = helper.run(&["get"], ecr);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    edit_cache_entry(helper.runtime.path(), |e| {
+        e["fresh_until"] = (unix_now() - 1).into()
+    });
+    // Another process is stuck fetching this registry: it holds the lock past our deadline.
+    let uid = std::fs::metadata(helper.runtime.path()).unwrap().uid();
+    let lock_path = helper
+        .runtime
+        .path()
+        .join(format!("slothbox-{uid}-locks"))
+        .join(format!("{ecr}.lock"));
+    let held = std::fs::File::open(&lock_path).expect("the first get left its lock file");
+    held.lock().unwrap();
+    helper.set("SLOTHBOX_DEADLINE_SECONDS", "1");
+    let run = helper.run(&["get"], ecr);
+    drop(held);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("910987654321-auth-token"), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("another docker-credential-slothbox process"),
+        "{run:?}"
+    );
+    assert_eq!(
+        aws.calls()
+            .get("AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"),
+        Some(&1),
+        "the stuck lock was not respected"
+    );
+}
