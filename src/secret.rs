@@ -20,10 +20,6 @@ impl<T> Secret<T> {
         &self.0
     }
 
-    pub fn into_exposed(self) -> T {
-        self.0
-    }
-
     /// Transform the value without unwrapping it.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Secret<U> {
         Secret(f(self.0))

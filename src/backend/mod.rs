@@ -123,15 +123,9 @@ impl CredentialBackend for AwsBackend {
                     parameter: parameter.clone(),
                     region: region.clone(),
                 };
-                let secret = aws::run_with_deadline(
-                    self.deadline,
-                    registry,
-                    "SSM",
-                    location.effective_region(),
-                    |sdk, attempts| async move {
-                        ssm::get_secret(&sdk, &attempts, &location.parameter).await
-                    },
-                )?;
+                let secret = self.in_ssm(registry, &location, |sdk, attempts| async move {
+                    ssm::get_secret(&sdk, &attempts, parameter).await
+                })?;
                 Ok(Fetched {
                     username: username.clone(),
                     secret,
@@ -156,34 +150,32 @@ impl CredentialBackend for AwsBackend {
         secret: &Secret<String>,
         options: &PutOptions,
     ) -> anyhow::Result<()> {
-        aws::run_with_deadline(
-            self.deadline,
-            registry,
-            "SSM",
-            location.effective_region(),
-            |sdk, attempts| async move {
-                ssm::put_secret(
-                    &sdk,
-                    &attempts,
-                    registry,
-                    &location.parameter,
-                    secret,
-                    options,
-                )
-                .await
-            },
-        )
+        self.in_ssm(registry, location, |sdk, attempts| async move {
+            let parameter = &location.parameter;
+            ssm::put_secret(&sdk, &attempts, registry, parameter, secret, options).await
+        })
     }
 
     fn delete_secret(&self, registry: &RegistryHost, location: &SsmLocation) -> anyhow::Result<()> {
-        aws::run_with_deadline(
-            self.deadline,
-            registry,
-            "SSM",
-            location.effective_region(),
-            |sdk, attempts| async move {
-                ssm::delete_secret(&sdk, &attempts, &location.parameter).await
-            },
-        )
+        self.in_ssm(registry, location, |sdk, attempts| async move {
+            ssm::delete_secret(&sdk, &attempts, &location.parameter).await
+        })
+    }
+}
+
+impl AwsBackend {
+    /// One SSM operation in the parameter's region, within the deadline.
+    fn in_ssm<T, F, Fut>(
+        &self,
+        registry: &RegistryHost,
+        location: &SsmLocation,
+        operation: F,
+    ) -> anyhow::Result<T>
+    where
+        F: FnOnce(aws_config::SdkConfig, aws::Attempts) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<T>>,
+    {
+        let region = location.effective_region();
+        aws::run_with_deadline(self.deadline, registry, "SSM", region, operation)
     }
 }

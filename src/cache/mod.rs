@@ -123,13 +123,6 @@ impl Cache {
         self.active.is_some()
     }
 
-    pub fn describe(&self) -> String {
-        match self.active() {
-            Some(store) => store.describe(),
-            None => "no cache".to_string(),
-        }
-    }
-
     /// Empties every store; returns how many entries went.
     pub fn clear(&self) -> anyhow::Result<usize> {
         let mut removed = 0;

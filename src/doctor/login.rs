@@ -111,14 +111,23 @@ pub async fn login(
         .build();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
     // Identity headers: the secret goes out only in an Authorization header, over TLS.
-    let basic = format!(
+    // The header carries the secret, so it stays wrapped until it is set on a request.
+    let basic = Secret::new(format!(
         "Basic {}",
         aws_smithy_types::base64::encode(format!("{username}:{}", secret.expose()))
-    );
-    let get = |uri: String, auth: Option<&str>| {
+    ));
+    let get = |uri: String, auth: Option<&Secret<String>>| {
         let mut request = http::Request::get(uri);
         if let Some(auth) = auth {
-            request = request.header(http::header::AUTHORIZATION, auth);
+            request = match http::HeaderValue::from_str(auth.expose()) {
+                Ok(mut value) => {
+                    // Marked sensitive: HTTP stacks then keep it out of their debug output.
+                    value.set_sensitive(true);
+                    request.header(http::header::AUTHORIZATION, value)
+                }
+                // The builder records the error; its text names no value.
+                Err(_) => request.header(http::header::AUTHORIZATION, auth.expose().as_str()),
+            };
         }
         let request = request.body(Empty::<Bytes>::new());
         let client = &client;
